@@ -1,0 +1,95 @@
+package spool
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"go.uber.org/zap/zaptest"
+)
+
+// perm is one spool configuration every storage test runs under
+// (the NATS testFileStoreAllPermutations idea).
+type perm struct {
+	codec  Codec
+	shards int
+}
+
+func (p perm) String() string { return fmt.Sprintf("%s-%dshard", p.codec, p.shards) }
+
+var perms = []perm{{CodecRaw, 1}, {CodecZstd, 1}, {CodecS2, 1}, {CodecRaw, 8}, {CodecZstd, 8}, {CodecS2, 8}}
+
+func forEachPerm(t *testing.T, fn func(t *testing.T, p perm)) {
+	for _, p := range perms {
+		t.Run(p.String(), func(t *testing.T) { fn(t, p) })
+	}
+}
+
+// testCfg is a small-segment config so that tests cross segment and chunk
+// boundaries with little data.
+func testCfg(dir string, p perm) Config {
+	return Config{
+		Dir:              dir,
+		Shards:           p.shards,
+		Codec:            p.codec,
+		CodecSet:         true,
+		SegmentSize:      32 << 10,
+		ChunkSize:        16 << 10,
+		MaxMessageBytes:  4 << 20,
+		MaintainInterval: 20_000_000, // 20 ms
+	}
+}
+
+func openT(t testing.TB, cfg Config) *Spool {
+	t.Helper()
+	sp, err := Open(zaptest.NewLogger(t), cfg)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return sp
+}
+
+// body returns a deterministic, partly compressible message body.
+func body(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "Message-ID: <%d@test>\r\nSubject: test %d\r\n\r\n", seed, seed)
+	words := []string{"continuity ", "mail ", "outage ", "spool ", "relay ", "queue\r\n"}
+	for b.Len() < n {
+		if r.IntN(4) != 0 {
+			fmt.Fprintf(&b, "%016x", r.Uint64())
+		} else {
+			b.WriteString(words[r.IntN(len(words))])
+		}
+	}
+	return b.Bytes()[:n]
+}
+
+func env(domain string, rcpts ...string) Envelope {
+	if len(rcpts) == 0 {
+		rcpts = []string{"user@" + domain}
+	}
+	return Envelope{Domain: domain, From: "sender@example.net", Rcpts: rcpts}
+}
+
+func mustAppend(t testing.TB, sp *Spool, e Envelope, b []byte) ID {
+	t.Helper()
+	id, err := sp.Append(e, b)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	return id
+}
+
+func mustBody(t testing.TB, sp *Spool, id ID, want []byte) {
+	t.Helper()
+	got, err := sp.ReadBody(id)
+	if err != nil {
+		t.Fatalf("read %s: %v", id, err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("body of %s: got %d bytes, want %d (equal prefix %v)", id, len(got), len(want),
+			bytes.HasPrefix(want, got[:min(len(got), 32)]))
+	}
+}
