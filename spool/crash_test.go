@@ -28,8 +28,7 @@ func TestMain(m *testing.M) {
 // crashChild appends from many goroutines and prints "id seed size" for
 // every append that returned, until it is killed.
 func crashChild(dir string) {
-	cfg := testCfg(dir, perm{CodecZstd, 4})
-	sp, err := Open(nil, cfg)
+	sp, err := Open(nil, crashCfg(dir))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		os.Exit(3)
@@ -63,6 +62,13 @@ func crashChild(dir string) {
 	wg.Wait()
 }
 
+// crashCfg uses small segments so that kills land around rotations too.
+func crashCfg(dir string) Config {
+	cfg := testCfg(dir, perm{CodecZstd, 4})
+	cfg.SegmentSize = 256 << 10
+	return cfg
+}
+
 type acked struct {
 	id   ID
 	seed uint64
@@ -93,6 +99,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 		var got []acked
 		done := make(chan struct{})
+		started := make(chan struct{})
 		go func() {
 			defer close(done)
 			sc := bufio.NewScanner(stdout)
@@ -102,10 +109,19 @@ func TestCrashKill9(t *testing.T) {
 				if _, err := fmt.Sscanf(sc.Text(), "%d %d %d", &id, &a.seed, &a.size); err == nil {
 					a.id = ID(id)
 					got = append(got, a)
+					if len(got) == 20 {
+						close(started)
+					}
 				}
 			}
 		}()
-		time.Sleep(time.Duration(150+rand.IntN(400)) * time.Millisecond)
+		// Kill at a random moment once the child is appending.
+		select {
+		case <-started:
+		case <-done:
+		case <-time.After(60 * time.Second):
+		}
+		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		<-done
 		_ = cmd.Wait()
@@ -114,7 +130,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 		all = append(all, got...)
 
-		sp := openT(t, testCfg(dir, perm{CodecZstd, 4}))
+		sp := openT(t, crashCfg(dir))
 		for _, a := range all {
 			mustBody(t, sp, a.id, body(a.seed, a.size))
 		}
@@ -130,7 +146,7 @@ func TestCrashKill9(t *testing.T) {
 		}
 		t.Logf("cycle %d: %d acknowledged this run, %d in all, all intact", c, len(got), len(all))
 	}
-	if len(all) < cycles*10 {
+	if len(all) < cycles*20 {
 		t.Fatalf("only %d appends acknowledged over %d cycles", len(all), cycles)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,10 @@ type shard struct {
 
 	reqs   chan *request
 	stopc  chan struct{}
+	// committer-only batching state
+	conc      int           // appenders seen in the last two batches
+	prevBatch int           // size of the last batch
+	lastSync  time.Duration // duration of the last fsync
 	donec  chan struct{}
 	closed  bool
 	started bool
@@ -261,20 +266,38 @@ func (s *shard) run() {
 			}
 		}
 		size := reqBytes(batch[0])
-	gather:
-		for size < s.sp.cfg.MaxBatchBytes && len(batch) < 4096 {
-			select {
-			case r := <-s.reqs:
-				batch = append(batch, r)
-				size += reqBytes(r)
-			default:
-				break gather
+		gather := func() {
+			for size < s.sp.cfg.MaxBatchBytes && len(batch) < maxBatchReqs {
+				select {
+				case r := <-s.reqs:
+					batch = append(batch, r)
+					size += reqBytes(r)
+				default:
+					return
+				}
 			}
 		}
+		gather()
+		// Group commit alternates between the appenders released by the
+		// last fsync and those that queued during it. When this batch is
+		// much smaller than the recent concurrency, give the released ones
+		// a moment (a fraction of an fsync) to come back, so that one fsync
+		// covers nearly all of them instead of half.
+		if want := s.conc * 3 / 4; len(batch) < want && s.lastSync > 0 {
+			deadline := time.Now().Add(min(s.lastSync/2, time.Millisecond))
+			for len(batch) < want && size < s.sp.cfg.MaxBatchBytes && time.Now().Before(deadline) {
+				runtime.Gosched()
+				gather()
+			}
+		}
+		s.conc = min(s.prevBatch+len(batch), maxBatchReqs)
+		s.prevBatch = len(batch)
 		s.commit(batch)
 		clear(batch)
 	}
 }
+
+const maxBatchReqs = 4096
 
 func reqBytes(r *request) int {
 	n := 0
@@ -323,6 +346,7 @@ func (s *shard) commit(batch []*request) {
 				t0 := time.Now()
 				err = s.syncLocked()
 				syncDur = time.Since(t0)
+				s.lastSync = syncDur
 			}
 		}
 		if err != nil {
