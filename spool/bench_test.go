@@ -83,7 +83,7 @@ func BenchmarkIndexMemory(b *testing.B) {
 		for j := 0; j < n; j++ {
 			d := "customer" + strconv.Itoa(j%1000) + ".example"
 			mm := msgMeta{id: ID(uint64(j+1) << 8), size: 4096, domain: d,
-				from: "newsletter-bounces+" + strconv.Itoa(j) + "@sender.example.net",
+				from:  "newsletter-bounces+" + strconv.Itoa(j) + "@sender.example.net",
 				rcpts: []string{"firstname.lastname@" + d}}
 			s.addMessage(&mm, uint64(j+1), uint64(j+1), 4200)
 		}

@@ -12,7 +12,6 @@ import (
 type BodyReader struct {
 	sh     *shard
 	m      *msg
-	codec  Codec
 	chunks []uint64
 	next   int
 	cur    []byte

@@ -87,13 +87,12 @@ func decodeRecord(b []byte) (record, error) {
 // enc is a tiny append-only encoder for meta sections.
 type enc []byte
 
-func (e enc) u64(v uint64) enc    { return binary.LittleEndian.AppendUint64(e, v) }
-func (e enc) u8(v uint8) enc      { return append(e, v) }
-func (e enc) uv(v uint64) enc     { return binary.AppendUvarint(e, v) }
-func (e enc) sv(v int64) enc      { return binary.AppendVarint(e, v) }
-func (e enc) str(s string) enc    { return append(binary.AppendUvarint(e, uint64(len(s))), s...) }
-func (e enc) bytes(b []byte) enc  { return append(e, b...) }
-func (e enc) ms(v int64) enc      { return e.sv(v) }
+func (e enc) u64(v uint64) enc { return binary.LittleEndian.AppendUint64(e, v) }
+func (e enc) u8(v uint8) enc   { return append(e, v) }
+func (e enc) uv(v uint64) enc  { return binary.AppendUvarint(e, v) }
+func (e enc) sv(v int64) enc   { return binary.AppendVarint(e, v) }
+func (e enc) str(s string) enc { return append(binary.AppendUvarint(e, uint64(len(s))), s...) }
+func (e enc) ms(v int64) enc   { return e.sv(v) }
 func (e enc) strs(ss []string) enc {
 	e = e.uv(uint64(len(ss)))
 	for _, s := range ss {

@@ -72,15 +72,15 @@ type shard struct {
 	broken atomic.Bool   // mirrors werr != nil for lock-free checks
 	lastID atomic.Uint64
 
-	reqs   chan *request
-	stopc  chan struct{}
+	reqs  chan *request
+	stopc chan struct{}
 	// committer-only batching state
 	conc      int           // appenders seen in the last two batches
 	prevBatch int           // size of the last batch
 	lastSync  time.Duration // duration of the last fsync
-	donec  chan struct{}
-	closed  bool
-	started bool
+	donec     chan struct{}
+	closed    bool
+	started   bool
 
 	mu       sync.RWMutex
 	msgs     map[ID]*msg

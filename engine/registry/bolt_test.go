@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -142,7 +143,7 @@ func TestOpenFileLockTimeout(t *testing.T) {
 	defer s.Close()
 	start := time.Now()
 	_, err = OpenFile(nil, path)
-	if !errors.Is(err, bbolt.ErrTimeout) {
+	if !errors.Is(err, bolterrors.ErrTimeout) {
 		t.Fatalf("second OpenFile: err = %v, want a timeout", err)
 	}
 	if d := time.Since(start); d < fileLockTimeout/2 || d > 10*fileLockTimeout {
