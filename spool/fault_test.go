@@ -34,6 +34,12 @@ func (l *faultLog) Sync() error {
 func faultCfg(dir string, f *faults) Config {
 	cfg := testCfg(dir, perm{CodecZstd, 1})
 	cfg.wrapLog = func(_ int, l walLog) walLog { return &faultLog{walLog: l, f: f} }
+	cfg.fsyncHook = func(int) error {
+		if f.sync.Load() {
+			return syscall.EIO
+		}
+		return nil
+	}
 	return cfg
 }
 

@@ -76,7 +76,7 @@ func (s *shard) maintain() {
 		}
 		return
 	}
-	if s.dirty {
+	if s.lastIdx > s.syncedIdx {
 		t0 := time.Now()
 		if err := s.syncLocked(); err != nil {
 			s.failLocked(err)
@@ -136,6 +136,7 @@ func (s *shard) truncateLocked(low uint64, force bool) error {
 		if err := s.wl.TruncateFront(s.lastIdx + 1); err != nil {
 			return err
 		}
+		s.gen++
 		s.segs = []segInfo{{start: s.lastIdx + 1}}
 		return syncDir(s.dir)
 	}
@@ -156,6 +157,7 @@ func (s *shard) truncateLocked(low uint64, force bool) error {
 	if err := s.wl.TruncateFront(low); err != nil {
 		return err
 	}
+	s.gen++
 	s.segs = s.segs[k:]
 	s.segs[0].start = low
 	fi, err := os.Stat(filepath.Join(s.dir, segmentName(low)))
@@ -207,7 +209,6 @@ func (s *shard) compactLocked() (int, error) {
 		if err := s.wl.WriteBatch(&batch); err != nil {
 			return err
 		}
-		s.dirty = true
 		pending = 0
 		return nil
 	}
@@ -258,10 +259,10 @@ func (s *shard) compactLocked() (int, error) {
 	if err := flush(); err != nil {
 		return 0, err
 	}
+	s.lastIdx = idx
 	if err := s.syncLocked(); err != nil {
 		return 0, err
 	}
-	s.lastIdx = idx
 	s.mu.Lock()
 	for _, mv := range moves {
 		if !mv.m.removed {

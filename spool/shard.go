@@ -58,15 +58,24 @@ type shard struct {
 	dir string
 	log *zap.Logger
 
-	logMu    sync.Mutex
-	wl       walLog
-	lastIdx  uint64 // last index written (guarded by logMu)
-	segs     []segInfo
-	batch    wal.Batch
-	dirDirty bool  // a segment was created since the last directory fsync
-	dirty    bool  // unsynced writes exist
-	werr     error // sticky write error
-	lastTry  time.Time
+	logMu     sync.Mutex
+	wl        walLog
+	lastIdx   uint64 // last index written (guarded by logMu)
+	segs      []segInfo
+	batch     wal.Batch
+	dirDirty  bool   // a segment was created since the last directory fsync
+	syncedIdx uint64 // last index known to be fsync'd
+	gen       uint64 // bumped whenever maintenance replaces segment files
+	werr      error  // sticky write error
+	lastTry   time.Time
+
+	// syncer stage (see commit)
+	synq      chan *written
+	syncDone  chan struct{}
+	inflight  sync.WaitGroup
+	syncFile  *os.File
+	syncGen   uint64
+	syncStart uint64
 
 	epoch  atomic.Uint64 // bumped on every write failure; invalidates open writers
 	broken atomic.Bool   // mirrors werr != nil for lock-free checks
@@ -77,7 +86,7 @@ type shard struct {
 	// committer-only batching state
 	conc      int           // appenders seen in the last two batches
 	prevBatch int           // size of the last batch
-	lastSync  time.Duration // duration of the last fsync
+	lastSync  atomic.Int64 // duration of the last fsync (ns), set by the syncer
 	donec     chan struct{}
 	closed    bool
 	started   bool
@@ -94,15 +103,17 @@ type shard struct {
 
 func openShard(sp *Spool, n int) (*shard, error) {
 	s := &shard{
-		sp:      sp,
-		n:       n,
-		dir:     filepath.Join(sp.cfg.Dir, fmt.Sprintf("shard-%03d", n)),
-		log:     sp.log.With(zap.Int("shard", n)),
-		reqs:    make(chan *request, 1024),
-		stopc:   make(chan struct{}),
-		donec:   make(chan struct{}),
-		msgs:    make(map[ID]*msg),
-		domains: make(map[string]*domainQueue),
+		sp:       sp,
+		n:        n,
+		dir:      filepath.Join(sp.cfg.Dir, fmt.Sprintf("shard-%03d", n)),
+		log:      sp.log.With(zap.Int("shard", n)),
+		reqs:     make(chan *request, 1024),
+		synq:     make(chan *written, 1),
+		syncDone: make(chan struct{}),
+		stopc:    make(chan struct{}),
+		donec:    make(chan struct{}),
+		msgs:     make(map[ID]*msg),
+		domains:  make(map[string]*domainQueue),
 	}
 	s.epoch.Store(1) // request.epoch 0 means "unchecked"
 	if err := os.MkdirAll(s.dir, 0o750); err != nil {
@@ -151,6 +162,8 @@ func (s *shard) openLog() error {
 		return err
 	}
 	s.wl, s.lastIdx, s.segs = wl, last, segs
+	s.syncedIdx = last
+	s.gen++
 	return syncDir(s.dir)
 }
 
@@ -194,6 +207,7 @@ func segmentName(index uint64) string { return fmt.Sprintf("%020d", index) }
 
 func (s *shard) start() {
 	s.started = true
+	go s.runSyncer()
 	go s.run()
 }
 
@@ -233,7 +247,7 @@ func (s *shard) close() error {
 		return nil
 	}
 	var err error
-	if s.dirty && s.werr == nil {
+	if s.lastIdx > s.syncedIdx && s.werr == nil {
 		err = s.wl.Sync()
 	}
 	if cerr := s.wl.Close(); err == nil && s.werr == nil {
@@ -253,6 +267,7 @@ func (s *shard) run() {
 		case r := <-s.reqs:
 			batch = append(batch[:0], r)
 		case <-tick.C:
+			s.drain()
 			s.maintain()
 			continue
 		case <-s.stopc:
@@ -261,6 +276,12 @@ func (s *shard) run() {
 				case r := <-s.reqs:
 					s.commit([]*request{r})
 				default:
+					s.drain()
+					close(s.synq)
+					<-s.syncDone
+					if s.syncFile != nil {
+						_ = s.syncFile.Close()
+					}
 					return
 				}
 			}
@@ -283,8 +304,8 @@ func (s *shard) run() {
 		// much smaller than the recent concurrency, give the released ones
 		// a moment (a fraction of an fsync) to come back, so that one fsync
 		// covers nearly all of them instead of half.
-		if want := s.conc * 3 / 4; len(batch) < want && s.lastSync > 0 {
-			deadline := time.Now().Add(min(s.lastSync/2, time.Millisecond))
+		if want := s.conc * 7 / 8; len(batch) < want && s.lastSync.Load() > 0 {
+			deadline := time.Now().Add(min(time.Duration(s.lastSync.Load()), 2*time.Millisecond))
 			for len(batch) < want && size < s.sp.cfg.MaxBatchBytes && time.Now().Before(deadline) {
 				runtime.Gosched()
 				gather()
@@ -307,10 +328,30 @@ func reqBytes(r *request) int {
 	return n
 }
 
-// commit writes a batch with one WriteBatch and, if any request needs it,
-// one fsync; then applies the index updates and releases the waiters.
+// Group commit is a two-stage pipeline. The committer goroutine gathers a
+// batch and writes it (one WriteBatch: one write(2), no fsync); the syncer
+// goroutine fsyncs the tail segment through its own file descriptor, then
+// applies the index updates and releases the waiters. While one batch is
+// being fsync'd the next is already gathered and written, so the disk is
+// never idle waiting for appenders to come back. fsync(2) flushes the
+// inode whatever descriptor it is called on; tidwall/wal fsyncs a segment
+// itself when it rotates, so at any moment only the tail can hold unsynced
+// data. Maintenance (truncation, compaction, repair) replaces files, so it
+// runs only with the pipeline drained.
+
+// written is one batch handed from the committer to the syncer.
+type written struct {
+	batch    []*request
+	last     uint64 // last index of the batch
+	needSync bool
+	nrec     int
+	nbytes   int
+	err      error // write failed: fail the batch, no fsync
+}
+
+// commit writes a batch and hands it to the syncer.
 func (s *shard) commit(batch []*request) {
-	live := batch[:0]
+	live := make([]*request, 0, len(batch))
 	for _, r := range batch {
 		if r.epoch != 0 && r.epoch != s.epoch.Load() {
 			r.err = fmt.Errorf("%w: shard %d failed during the message", ErrWriteFailed, s.n)
@@ -319,68 +360,187 @@ func (s *shard) commit(batch []*request) {
 		}
 		live = append(live, r)
 	}
-	if batch = live; len(batch) == 0 {
+	if len(live) == 0 {
 		return
 	}
+	w := &written{batch: live}
 	s.logMu.Lock()
-	err := s.werr
-	nrec, nbytes, needSync := 0, 0, false
-	var syncDur time.Duration
-	if err == nil {
+	w.err = s.werr
+	if w.err == nil {
 		idx := s.lastIdx
-		for _, r := range batch {
+		for _, r := range live {
 			r.first = idx + 1
 			for _, rec := range r.recs {
 				idx++
 				s.batch.Write(idx, rec)
-				s.trackEntry(idx, len(rec), nrec == 0)
-				nrec++
-				nbytes += len(rec)
+				s.trackEntry(idx, len(rec), w.nrec == 0)
+				w.nrec++
+				w.nbytes += len(rec)
 			}
-			needSync = needSync || r.sync
+			w.needSync = w.needSync || r.sync
 		}
-		err = s.wl.WriteBatch(&s.batch)
-		if err == nil {
-			s.dirty = true
-			if needSync {
-				t0 := time.Now()
-				err = s.syncLocked()
-				syncDur = time.Since(t0)
-				s.lastSync = syncDur
-			}
-		}
-		if err != nil {
+		if err := s.wl.WriteBatch(&s.batch); err != nil {
 			s.failLocked(err)
+			w.err = err
 		} else {
 			s.lastIdx = idx
+			w.last = idx
 		}
 		s.batch.Clear() // keeps its buffer: bounded by MaxBatchBytes + one chunk
 	}
 	s.logMu.Unlock()
+	s.inflight.Add(1)
+	s.synq <- w
+}
 
-	if err == nil {
-		s.mu.Lock()
-		for _, r := range batch {
+// drain waits until the syncer has finished every batch handed to it.
+func (s *shard) drain() { s.inflight.Wait() }
+
+// runSyncer is the second pipeline stage.
+func (s *shard) runSyncer() {
+	defer close(s.syncDone)
+	var group []*written
+	for w := range s.synq {
+		group = append(group[:0], w)
+	more:
+		for {
+			select {
+			case w, ok := <-s.synq:
+				if !ok {
+					break more
+				}
+				group = append(group, w)
+			default:
+				break more
+			}
+		}
+		s.finish(group)
+		for range group {
+			s.inflight.Done()
+		}
+		clear(group)
+	}
+}
+
+// finish fsyncs (if any batch needs it) and completes a group of batches.
+func (s *shard) finish(group []*written) {
+	needSync, nrec, nbytes := false, 0, 0
+	var last uint64
+	for _, w := range group {
+		if w.err == nil {
+			needSync = needSync || w.needSync
+			nrec += w.nrec
+			nbytes += w.nbytes
+			last = max(last, w.last)
+		}
+	}
+	var err error
+	var took time.Duration
+	if needSync {
+		t0 := time.Now()
+		err = s.syncTail(last)
+		took = time.Since(t0)
+		s.lastSync.Store(int64(took))
+	}
+	if err != nil {
+		s.logMu.Lock()
+		if s.werr == nil {
+			s.failLocked(err)
+		}
+		s.logMu.Unlock()
+	}
+	ok := false
+	s.mu.Lock()
+	for _, w := range group {
+		if w.err != nil || err != nil {
+			continue
+		}
+		ok = true
+		for _, r := range w.batch {
 			if r.apply != nil {
 				r.apply(r.first)
 			}
 		}
-		s.mu.Unlock()
-		if fn := s.sp.cfg.OnCommit; fn != nil {
-			fn(s.n, nrec, nbytes, syncDur)
-		}
-	} else {
-		err = fmt.Errorf("%w: %w", ErrWriteFailed, err)
 	}
-	for _, r := range batch {
-		r.err = err
-		close(r.done)
+	s.mu.Unlock()
+	if ok {
+		if fn := s.sp.cfg.OnCommit; fn != nil {
+			fn(s.n, nrec, nbytes, took)
+		}
+	}
+	for _, w := range group {
+		e := w.err
+		if e == nil {
+			e = err
+		}
+		if e != nil {
+			e = fmt.Errorf("%w: %w", ErrWriteFailed, e)
+		}
+		for _, r := range w.batch {
+			r.err = e
+			close(r.done)
+		}
 	}
 }
 
-// syncLocked fsyncs the tail segment and, if a segment was created since
-// the last time, the directory.
+// syncTail makes every entry up to last durable: fsync of the tail segment
+// through the syncer's own descriptor, and of the directory if a segment
+// was created. It never retries a failed fsync.
+func (s *shard) syncTail(last uint64) error {
+	s.logMu.Lock()
+	if s.werr != nil {
+		err := s.werr
+		s.logMu.Unlock()
+		return err
+	}
+	tail := s.segs[len(s.segs)-1].start
+	gen := s.gen
+	needDir := s.dirDirty
+	s.dirDirty = false
+	s.logMu.Unlock()
+
+	if s.syncFile == nil || s.syncGen != gen || s.syncStart != tail {
+		if s.syncFile != nil {
+			_ = s.syncFile.Close()
+			s.syncFile = nil
+		}
+		f, err := os.Open(filepath.Join(s.dir, segmentName(tail)))
+		if err != nil {
+			return err
+		}
+		s.syncFile, s.syncGen, s.syncStart = f, gen, tail
+	}
+	if err := s.fsync(s.syncFile); err != nil {
+		return err
+	}
+	if needDir {
+		if err := syncDir(s.dir); err != nil {
+			return err
+		}
+	}
+	s.logMu.Lock()
+	s.syncedIdx = max(s.syncedIdx, last)
+	s.logMu.Unlock()
+	return nil
+}
+
+func (s *shard) fsync(f *os.File) error {
+	if h := s.sp.cfg.fsyncHook; h != nil {
+		if err := h(s.n); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// syncLocked fsyncs the tail through tidwall/wal (pipeline drained, logMu
+// held) and, if a segment was created since the last time, the directory.
 func (s *shard) syncLocked() error {
+	if h := s.sp.cfg.fsyncHook; h != nil {
+		if err := h(s.n); err != nil {
+			return err
+		}
+	}
 	if err := s.wl.Sync(); err != nil {
 		return err
 	}
@@ -390,7 +550,7 @@ func (s *shard) syncLocked() error {
 		}
 		s.dirDirty = false
 	}
-	s.dirty = false
+	s.syncedIdx = s.lastIdx
 	return nil
 }
 
@@ -453,7 +613,10 @@ func (s *shard) readLocked(idx uint64) ([]byte, error) {
 func (s *shard) reopen() error {
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
-	good := s.lastIdx // commit advances lastIdx only on success
+	// Everything after the last successful fsync is suspect: batches whose
+	// fsync failed were refused to their senders and must not come back.
+	// (Asynchronous updates in that range are lost too: at-least-once.)
+	good := s.syncedIdx
 	if s.wl != nil {
 		_ = s.wl.Close()
 		s.wl = nil
@@ -474,6 +637,7 @@ func (s *shard) reopen() error {
 			return err
 		}
 		s.segs, s.lastIdx = segs, good
+		s.gen++
 	case s.lastIdx < good:
 		// Entries written without fsync (updates, chunks of messages not
 		// yet committed) were lost with the failed fsync. Acknowledged
@@ -484,7 +648,8 @@ func (s *shard) reopen() error {
 		return err
 	}
 	s.werr = nil
-	s.dirty, s.dirDirty = false, false
+	s.dirDirty = false
+	s.syncedIdx = s.lastIdx
 	s.broken.Store(false)
 	s.log.Info("spool shard repaired; accepting appends again", zap.Uint64("last-index", s.lastIdx))
 	return nil

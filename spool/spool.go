@@ -73,6 +73,8 @@ type Config struct {
 
 	// wrapLog is a test seam: it wraps each shard's log after opening.
 	wrapLog func(shard int, l walLog) walLog
+	// fsyncHook is a test seam: a non-nil error replaces an fsync.
+	fsyncHook func(shard int) error
 }
 
 func (c *Config) setDefaults() {
