@@ -84,8 +84,8 @@ type shard struct {
 	reqs  chan *request
 	stopc chan struct{}
 	// committer-only batching state
-	conc      int           // appenders seen in the last two batches
-	prevBatch int           // size of the last batch
+	conc      int          // appenders seen in the last two batches
+	prevBatch int          // size of the last batch
 	lastSync  atomic.Int64 // duration of the last fsync (ns), set by the syncer
 	donec     chan struct{}
 	closed    bool
