@@ -1,0 +1,51 @@
+package engine
+
+import (
+	"go.uber.org/zap"
+
+	"github.com/mxcont/mxcont/admin"
+	"github.com/mxcont/mxcont/admin/events"
+	"github.com/mxcont/mxcont/relayq"
+	"github.com/mxcont/mxcont/spool"
+)
+
+// relayAdapter presents relayq to the admin API.
+type relayAdapter struct{ q *relayq.Queue }
+
+var (
+	_ admin.Relay         = relayAdapter{}
+	_ admin.OutageHistory = relayAdapter{}
+)
+
+func (r relayAdapter) Status(domain string) admin.DomainStatus {
+	st := r.q.Status(domain)
+	out := admin.DomainStatus{State: string(st.RelayState), LastProbeAt: st.LastProbeAt, LastProbeError: st.LastProbeError}
+	if st.Outage != nil {
+		out.Outage = &admin.Outage{StartedAt: st.Outage.StartedAt, EndedAt: st.Outage.EndedAt, Error: st.Outage.Error}
+	}
+	return out
+}
+
+func (r relayAdapter) FlushDomain(domain string) { _ = r.q.FlushDomain(domain) }
+
+func (r relayAdapter) FlushMessage(id spool.ID) { _ = r.q.FlushMessage(id, "admin") }
+
+func (r relayAdapter) Outages(domain string, limit int) []admin.Outage {
+	os, err := r.q.Outages(domain, limit)
+	if err != nil {
+		return nil
+	}
+	out := make([]admin.Outage, len(os))
+	for i, o := range os {
+		out[i] = admin.Outage{StartedAt: o.StartedAt, EndedAt: o.EndedAt, Error: o.Error}
+	}
+	return out
+}
+
+// recordEvent stores a system event in the admin event log (and the log).
+func (n *Node) recordEvent(typ, domain, detail string) {
+	n.log.Warn("event", zap.String("type", typ), zap.String("domain", domain), zap.String("detail", detail))
+	if n.admin != nil {
+		n.admin.Record(events.Event{Type: typ, Actor: "system", Domain: domain, Detail: detail})
+	}
+}
