@@ -1,0 +1,197 @@
+package smtpd
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// sconn wraps each accepted connection before go-smtp sees it. It
+//
+//   - sets an idle read deadline before every Read (and a write deadline
+//     before every Write), capped by the DATA deadline while a body is
+//     being read: go-smtp's own ReadTimeout is set once per command line
+//     and would bound the whole DATA phase;
+//   - makes a timeout sticky, so that go-smtp's drain of an unfinished body
+//     ends at once and the connection is closed with 421;
+//   - lets Shutdown end idle connections while transactions finish;
+//   - feeds the plaintext stream to a streamScanner, one command at a time;
+//   - releases its connection-limit slot when closed.
+type sconn struct {
+	net.Conn // the accepted connection (writes, addresses, Close)
+
+	srv     *Server
+	r       io.Reader // reads: Conn, or a bufio.Reader left by the PROXY header
+	client  netip.Addr
+	remote  net.Addr // the client's address (the PROXY source when proxied)
+	proxied bool
+	slotKey netip.Addr // per-address limit key
+	ipSlot  bool       // slotKey holds a per-address slot
+
+	scan    streamScanner
+	rbuf    []byte // read from the client, not yet handed to go-smtp
+	store   []byte // rbuf's backing array
+	pendErr error  // read error that came with the bytes in rbuf
+	rerr    error  // sticky read error
+	closed  atomic.Bool
+
+	dataDeadline atomic.Int64 // unix nanoseconds; 0 when no body is being read
+	inTxn        atomic.Bool  // a transaction is open (MAIL accepted)
+	draining     atomic.Bool  // Shutdown: end the connection when idle
+	closeOnce    sync.Once
+}
+
+func (c *sconn) idle() time.Duration { return c.srv.cfg.IdleTimeout }
+
+// Read implements net.Conn. It hands go-smtp at most one command line
+// (or the rest of one DATA body or BDAT chunk) per call, keeping what
+// follows for the next call: the scanner then always knows what go-smtp
+// is reading, and nothing the client pipelined after QUIT sits in
+// go-smtp's buffer when it closes the connection.
+func (c *sconn) Read(p []byte) (int, error) {
+	if c.rerr != nil {
+		return 0, c.rerr
+	}
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(c.rbuf) == 0 && c.pendErr != nil {
+		err := c.pendErr
+		c.pendErr = nil
+		return 0, c.readFailed(err)
+	}
+	if len(c.rbuf) > 0 {
+		k, err := c.scan.feed(c.rbuf[:min(len(p), len(c.rbuf))])
+		if err != nil {
+			return 0, c.refused(err)
+		}
+		copy(p, c.rbuf[:k])
+		c.rbuf = c.rbuf[k:]
+		return k, nil
+	}
+	n, err := c.readRaw(p)
+	if n == 0 {
+		return 0, err
+	}
+	c.pendErr = err // returned once the data before it is consumed
+	k, serr := c.scan.feed(p[:n])
+	if serr != nil {
+		return 0, c.refused(serr)
+	}
+	if k < n {
+		c.store = append(c.store[:0], p[k:n]...)
+		c.rbuf = c.store
+	}
+	return k, nil
+}
+
+// readRaw reads from the client under the idle (or DATA) deadline.
+func (c *sconn) readRaw(p []byte) (int, error) {
+	for {
+		dl := time.Now().Add(c.idle())
+		if d := c.dataDeadline.Load(); d != 0 && d < dl.UnixNano() {
+			dl = time.Unix(0, d)
+		}
+		if err := c.Conn.SetReadDeadline(dl); err != nil {
+			return 0, err
+		}
+		// Checked after setting the deadline: Shutdown sets draining and
+		// then a past deadline, so one of the two is seen.
+		if c.draining.Load() && !c.inTxn.Load() {
+			c.rerr = os.ErrDeadlineExceeded // go-smtp: "421 4.4.2 Idle timeout"
+			return 0, c.rerr
+		}
+		n, err := c.r.Read(p)
+		if n == 0 && err != nil && isTimeout(err) && c.draining.Load() && time.Now().Before(dl) {
+			continue // woken by Shutdown: idle or not?
+		}
+		if n == 0 && err != nil {
+			return 0, c.readFailed(err)
+		}
+		return n, err
+	}
+}
+
+// readFailed makes a timeout sticky: the connection is over, and go-smtp's
+// drain of an unfinished body must not wait again.
+func (c *sconn) readFailed(err error) error {
+	if isTimeout(err) {
+		c.rerr = err
+	}
+	return err
+}
+
+// refused records a scanner error, which ends the connection.
+func (c *sconn) refused(err error) error {
+	c.rerr = err
+	if errors.Is(err, errProxyRefused) {
+		c.srv.metrics.Rejected(ReasonProxyRefused)
+		c.srv.log.Info("PROXY header from an untrusted client refused", zap.Stringer("client-ip", c.client))
+	}
+	return err
+}
+
+// Write implements net.Conn.
+func (c *sconn) Write(p []byte) (int, error) {
+	c.scan.wrote(p)
+	c.dataDeadline.Store(0) // a reply ends any body
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.idle())); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+// Close implements net.Conn; it releases the connection's limit slot.
+func (c *sconn) Close() error {
+	err := net.ErrClosed
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		err = c.Conn.Close()
+		if c.ipSlot {
+			c.srv.limits.releaseIP(c.slotKey)
+		}
+		c.srv.limits.releaseTotal()
+		c.srv.untrack(c)
+	})
+	return err
+}
+
+// RemoteAddr returns the client's address: the PROXY source when proxied.
+func (c *sconn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline and friends are no-ops: sconn owns the deadlines (go-smtp
+// only sets them when its own timeouts are non-zero, and they are zero).
+func (c *sconn) SetDeadline(time.Time) error { return nil }
+
+// SetReadDeadline is a no-op; see SetDeadline.
+func (c *sconn) SetReadDeadline(time.Time) error { return nil }
+
+// SetWriteDeadline is a no-op; see SetDeadline.
+func (c *sconn) SetWriteDeadline(time.Time) error { return nil }
+
+// startData caps reads until the next reply at d from now.
+func (c *sconn) startData(d time.Duration) {
+	c.dataDeadline.Store(time.Now().Add(d).UnixNano())
+}
+
+// drain makes the connection end at its next idle read (or now, if it is
+// waiting for a command). A transaction in progress is left to finish.
+func (c *sconn) drain() {
+	c.draining.Store(true)
+	_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

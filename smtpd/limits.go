@@ -1,0 +1,107 @@
+package smtpd
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// connLimits counts open connections, in total and per client address.
+type connLimits struct {
+	maxTotal, maxPerIP int
+
+	mu    sync.Mutex
+	total int
+	perIP map[netip.Addr]int
+}
+
+func newConnLimits(maxTotal, maxPerIP int) *connLimits {
+	return &connLimits{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: make(map[netip.Addr]int)}
+}
+
+// acquireTotal takes a slot of the total limit for a new connection.
+func (l *connLimits) acquireTotal() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.total >= l.maxTotal {
+		return false
+	}
+	l.total++
+	return true
+}
+
+// releaseTotal frees a slot taken by acquireTotal.
+func (l *connLimits) releaseTotal() {
+	l.mu.Lock()
+	l.total--
+	l.mu.Unlock()
+}
+
+// acquireIP charges a connection to its client's key.
+func (l *connLimits) acquireIP(key netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.perIP[key] >= l.maxPerIP {
+		return false
+	}
+	l.perIP[key]++
+	return true
+}
+
+// releaseIP frees a slot taken by acquireIP.
+func (l *connLimits) releaseIP(key netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.perIP[key]--; l.perIP[key] <= 0 {
+		delete(l.perIP, key)
+	}
+}
+
+// open returns the number of counted connections.
+func (l *connLimits) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// ipKey is the per-address limit key of a client: the address itself for
+// IPv4, its /64 for IPv6 (one site usually owns a whole /64).
+func ipKey(a netip.Addr) netip.Addr {
+	a = a.Unmap().WithZone("")
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
+}
+
+// addrOf returns the IP address of a net.Addr (invalid if it has none).
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		if a == nil {
+			return netip.Addr{}
+		}
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case nil:
+		return netip.Addr{}
+	default:
+		ap, err := netip.ParseAddrPort(a.String())
+		if err != nil {
+			return netip.Addr{}
+		}
+		return ap.Addr().Unmap()
+	}
+}
+
+// refuse tells a connection it is over a limit and closes it. It does not
+// read from the client; the write is bounded by a short deadline.
+func refuse(c net.Conn, line string) {
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = c.Write([]byte(line))
+	_ = c.Close()
+}
+
+const tooManyConnections = "421 4.7.0 too many connections\r\n"

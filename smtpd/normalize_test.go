@@ -1,0 +1,131 @@
+package smtpd
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// fixAll runs a newlineFixer over in cut at every split point.
+func fixAll(t *testing.T, reject bool, in string) []struct {
+	out string
+	err error
+} {
+	t.Helper()
+	var res []struct {
+		out string
+		err error
+	}
+	for cut := 0; cut <= len(in); cut++ {
+		f := newlineFixer{reject: reject}
+		var out []byte
+		var err error
+		for _, part := range []string{in[:cut], in[cut:]} {
+			if err == nil {
+				out, err = f.append(out, []byte(part))
+			}
+		}
+		if err == nil {
+			err = f.finish()
+		}
+		res = append(res, struct {
+			out string
+			err error
+		}{string(out), err})
+	}
+	return res
+}
+
+func TestNewlineFixer(t *testing.T) {
+	cases := []struct {
+		in, normalized string
+		rejectErr      error
+	}{
+		{"", "", nil},
+		{"a\r\nb\r\n", "a\r\nb\r\n", nil},
+		{"a\nb\n", "a\r\nb\r\n", errBareLF},
+		{"a\rb\r", "a\r\nb\r\n", errBareCR},
+		{"a\r\r\nb", "a\r\n\r\nb", errBareCR},
+		{"\n\r\n\r", "\r\n\r\n\r\n", errBareLF},
+		{"x\n.\ny", "x\r\n.\r\ny", errBareLF},
+		{"x\r.\r\ny", "x\r\n.\r\ny", errBareCR},
+		{"\r\n\r\n", "\r\n\r\n", nil},
+	}
+	for _, c := range cases {
+		for i, r := range fixAll(t, false, c.in) {
+			if r.err != nil || r.out != c.normalized {
+				t.Errorf("normalize %q cut at %d: %q, %v; want %q", c.in, i, r.out, r.err, c.normalized)
+			}
+		}
+		for i, r := range fixAll(t, true, c.in) {
+			if !errors.Is(r.err, c.rejectErr) || (r.err == nil && r.out != c.in) {
+				t.Errorf("reject %q cut at %d: %q, %v; want %v", c.in, i, r.out, r.err, c.rejectErr)
+			}
+		}
+	}
+}
+
+func TestHeaderScanner(t *testing.T) {
+	hops := strings.Repeat("Received: from a by b; date\r\n", 3)
+	cases := []struct {
+		name, in string
+		want     error
+		received int
+	}{
+		{"at limit", hops + "Subject: x\r\n\r\nbody", nil, 3},
+		{"over limit", hops + "RECEIVED: x\r\n\r\n", errTooManyHops, 4},
+		{"obsolete colon", hops + "Received \t: x\r\n\r\n", errTooManyHops, 4},
+		{"folded", "Received: from a\r\n\tby b\r\n\tfor c; date\r\nReceived:x\r\n\r\n", nil, 2},
+		{"not received", "Received-SPF: pass\r\nX-Received: 1\r\nReceivedx: 1\r\nReceive: 1\r\n\r\n", nil, 0},
+		{"in body", "Subject: x\r\n\r\n" + hops + hops, nil, 0},
+		{"body starts at non-header", "Subject: x\r\nnot a header\r\n" + hops + hops, nil, 0},
+		{"NUL in header", "Subject: a\x00b\r\n\r\n", errNULInHeader, 0},
+		{"NUL at line start", "Subject: a\r\n\x00\r\n\r\n", errNULInHeader, 0},
+		{"NUL in body", "Subject: a\r\n\r\n\x00", nil, 0},
+		{"no header section", "hello\r\nReceived: x\r\n", nil, 0},
+	}
+	for _, c := range cases {
+		for cut := 0; cut <= len(c.in); cut++ {
+			h := headerScanner{max: 3}
+			err := h.scan([]byte(c.in[:cut]))
+			if err == nil {
+				err = h.scan([]byte(c.in[cut:]))
+			}
+			if !errors.Is(err, c.want) || h.received != c.received {
+				t.Errorf("%s cut at %d: %v, %d Received; want %v, %d", c.name, cut, err, h.received, c.want, c.received)
+				break
+			}
+		}
+	}
+}
+
+func TestQuoteLocal(t *testing.T) {
+	for in, want := range map[string]string{
+		"user":        "user",
+		"first.last":  "first.last",
+		"o'hara+tag":  "o'hara+tag",
+		"jöhn":        "jöhn",
+		"john doe":    `"john doe"`,
+		".lead":       `".lead"`,
+		"a..b":        `"a..b"`,
+		`say"hi\`:     `"say\"hi\\"`,
+		"":            `""`,
+		"with(paren)": `"with(paren)"`,
+	} {
+		if got := quoteLocal(in); got != want {
+			t.Errorf("quoteLocal(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestTraceText(t *testing.T) {
+	if got := traceText("evil\r\nX-Injected: (yes); <a>", "x"); got != "evil??X-Injected:??yes????a?" {
+		t.Errorf("traceText: %q", got)
+	}
+	if got := traceText("", "unknown"); got != "unknown" {
+		t.Errorf("traceText empty: %q", got)
+	}
+	if got := traceText(strings.Repeat("h", 300), ""); len(got) != 255 {
+		t.Errorf("traceText length %d", len(got))
+	}
+}

@@ -1,0 +1,13 @@
+package smtpd
+
+import "syscall"
+
+// freeBytes returns the bytes available to unprivileged users on the
+// filesystem holding dir.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
