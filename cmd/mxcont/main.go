@@ -135,7 +135,10 @@ func engineConfig(c *fileConfig) engine.Config {
 		TLSCertFile: c.TLSCert,
 		TLSKeyFile:  c.TLSKey,
 		Domains:     c.Domains,
-		Spool:       spool.Config{Shards: c.Shards, MaxMessageBytes: c.MaxMessageBytes},
+		// The spool's own limit is a safety net above smtpd's: the trace
+		// header and CRLF normalisation (a bare LF becomes two bytes) grow
+		// a message after smtpd has counted it.
+		Spool: spool.Config{Shards: c.Shards, MaxMessageBytes: 2*c.MaxMessageBytes + 1<<20},
 		SMTP: smtpd.Config{
 			MaxMessageBytes:     c.MaxMessageBytes,
 			MaxRecipients:       c.MaxRecipients,
