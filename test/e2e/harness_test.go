@@ -187,4 +187,6 @@ func lastReply(transcript string) string {
 	return last
 }
 
-func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 300*time.Millisecond) }
+func netDial(addr string) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, 300*time.Millisecond)
+}
