@@ -8,7 +8,7 @@
 // are also copied to testdata/screenshots/ to be committed.
 //
 // Under CI (CI non-empty) a missing Chromium fails the test; elsewhere the
-// test skips.
+// test skips. MXCONT_CHROMIUM names another browser binary.
 package browser
 
 import (
@@ -42,16 +42,17 @@ const chromiumPath = "/usr/bin/chromium"
 // test under CI and skips it elsewhere.
 func needChromium(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("MXCONT_CHROMIUM"); p != "" {
-		return p
+	p := chromiumPath
+	if env := os.Getenv("MXCONT_CHROMIUM"); env != "" {
+		p = env
 	}
-	if _, err := os.Stat(chromiumPath); err != nil {
+	if _, err := os.Stat(p); err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("%s not installed (scripts/ci-setup.sh installs it): %v", chromiumPath, err)
+			t.Fatalf("%s not installed (scripts/ci-setup.sh installs it): %v", p, err)
 		}
-		t.Skipf("%s not installed", chromiumPath)
+		t.Skipf("%s not installed", p)
 	}
-	return chromiumPath
+	return p
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
@@ -320,6 +321,17 @@ func (s *shots) publish() {
 	s.t.Logf("copied %d screenshots to %s", len(s.saved), dst)
 }
 
+// withoutDBus drops Chromium's complaints about the missing D-Bus.
+func withoutDBus(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if !strings.Contains(l, "dbus/") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
 // browser is one Chromium tab on the portal.
 type browser struct {
 	t      *testing.T
@@ -366,12 +378,21 @@ func startBrowser(t *testing.T, base string, sh *shots) *browser {
 		cancelTab()
 		cancelAlloc()
 		if t.Failed() {
-			t.Logf("chromium output (tail):\n%s", tail(out.String(), 30))
+			t.Logf("chromium output (tail, without D-Bus noise):\n%s", tail(withoutDBus(out.String()), 30))
 		}
 	})
-	// The first Run starts the browser; it must not have a deadline.
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v\n%s", err, tail(out.String(), 30))
+	// The first Run starts the browser; it must not have a deadline (that
+	// would end the browser with it), so a watchdog bounds it instead.
+	started := make(chan error, 1)
+	go func() { started <- chromedp.Do(ctx) }()
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("start chromium: %v\n%s", err, tail(withoutDBus(out.String()), 30))
+		}
+	case <-time.After(60 * time.Second):
+		cancelTab()
+		t.Fatalf("chromium did not start within 60s\n%s", tail(withoutDBus(out.String()), 30))
 	}
 	console := chromedp.Console(ctx)
 	go func() {
@@ -460,8 +481,12 @@ func (b *browser) until(what string, timeout time.Duration, act chromedp.Action[
 // shot saves a screenshot of the whole page.
 func (b *browser) shot(name string) {
 	b.t.Helper()
-	// Let the page finish layout and any smooth scrolling before capturing.
-	b.waitJS("page settled before "+name, `new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))`, 10*time.Second)
+	// A full-page capture shows the page from the top, with the sticky top
+	// bar at the top: scroll there. A smooth scroll still running (the
+	// message view scrolls itself into view) can move the page again, so
+	// scroll, wait two frames and check, until it stays there.
+	b.waitJS("page settled before "+name, `(window.scrollTo({top: 0, left: 0, behavior: 'instant'}),
+		new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => r(window.scrollY === 0)))))`, wait)
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -477,7 +502,7 @@ func (b *browser) fail(what string, err error) {
 	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
 	defer cancel()
 	if png, e := chromedp.Run(ctx, chromedp.CaptureScreenshot()); e == nil {
-		name := "FAILED-" + strings.NewReplacer(" ", "-", "/", "-", "#", "").Replace(what) + ".png"
+		name := "FAILED-" + strings.NewReplacer(" ", "-", "/", "-", "#", "", ".png", "").Replace(what) + ".png"
 		_ = os.WriteFile(filepath.Join(b.shots.dir, name), png, 0o644)
 		b.t.Logf("screenshot of the failure: %s", filepath.Join(b.shots.dir, name))
 	}

@@ -21,6 +21,11 @@ const (
 // js quotes s as a JavaScript string literal.
 func js(s string) string { return strconv.Quote(s) }
 
+// clear empties a form field (chromedp.SetValue refuses "").
+func clear(id string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](`document.getElementById(` + js(id) + `).value = ''`)
+}
+
 // rowStatus is a JavaScript expression: the relay status shown in a table's
 // row of the domain ("" when there is no such row).
 func rowStatus(table string) string {
@@ -60,7 +65,7 @@ func TestPortalOutageFlow(t *testing.T) {
 	b.shot("01-login-error.png")
 
 	b.do("log in", wait,
-		chromedp.SetValue(chromedp.ID("login-password"), ""),
+		clear("login-password"),
 		chromedp.SendKeys(chromedp.ID("login-password"), adminPassword),
 		chromedp.Click(chromedp.ID("login-submit")),
 		chromedp.WaitVisible(chromedp.ID("view-dashboard")),
@@ -93,7 +98,7 @@ func TestPortalOutageFlow(t *testing.T) {
 	b.shot("03-add-domain-error.png")
 
 	b.do("fix the alert address", wait,
-		chromedp.SetValue(chromedp.ID("domain-alert-emails"), ""),
+		clear("domain-alert-emails"),
 		chromedp.SendKeys(chromedp.ID("domain-alert-emails"), "noc@provider.test"))
 	b.shot("04-add-domain-form.png")
 	b.do("add the domain", wait,
@@ -104,6 +109,7 @@ func TestPortalOutageFlow(t *testing.T) {
 	if !strings.Contains(row, relayHost) || !strings.Contains(row, "On") {
 		t.Errorf("domain row %q: want relay host %s and monitoring on", row, relayHost)
 	}
+	b.shot("05-domain-added.png")
 
 	// --- Dashboard: the domain, its relay host down (unknown until the
 	// first probe).
@@ -117,11 +123,13 @@ func TestPortalOutageFlow(t *testing.T) {
 	// --- Mail arrives for the domain while its primary is down.
 	id := sendMail(t, node.SMTPAddr(), "alice@sender.test", "user@"+domain, "Quarterly report", "Hello from the outside world.")
 
+	// The queue depth is sampled every second: wait until the chart has it.
 	b.until("dashboard shows the relay host down with one message queued", wait,
 		chromedp.Click(chromedp.ID("dashboard-refresh")),
-		rowStatus("#dashboard-table")+` === 'down' && document.querySelector('#stat-queued').textContent.trim() === '1'`)
+		rowStatus("#dashboard-table")+` === 'down' && document.querySelector('#stat-queued').textContent.trim() === '1' &&
+		/now 1,/.test(document.querySelector('#queue-chart svg')?.getAttribute('aria-label') || '')`)
 	b.waitJS("outage banner", `!document.querySelector('#outage-banner').hidden`, wait)
-	b.shot("05-dashboard-down.png")
+	b.shot("06-dashboard-down.png")
 
 	// --- Queue Manager: the message is there; open it.
 	msgRow := `#queue-table tbody tr[data-id="` + id + `"]`
@@ -138,7 +146,7 @@ func TestPortalOutageFlow(t *testing.T) {
 			t.Errorf("queue row %q lacks %q", text, want)
 		}
 	}
-	b.shot("06-queue.png")
+	b.shot("07-queue.png")
 
 	b.do("open the message", wait,
 		chromedp.Click(chromedp.CSS(msgRow+` button.open-message`)),
@@ -150,7 +158,7 @@ func TestPortalOutageFlow(t *testing.T) {
 			t.Errorf("message view lacks %q:\n%s", want, view)
 		}
 	}
-	b.shot("07-message.png")
+	b.shot("08-message.png")
 
 	// --- The primary comes back: the message is delivered within a few
 	// probe intervals.
@@ -169,8 +177,8 @@ func TestPortalOutageFlow(t *testing.T) {
 
 	b.until("the message has left the queue", wait,
 		chromedp.Click(chromedp.ID("load-queue")),
-		`!document.querySelector('`+msgRow+`') && !document.querySelector('#queue-empty').hidden`)
-	b.shot("08-queue-empty.png")
+		`!document.querySelector('`+msgRow+`') && !document.querySelector('#queue-empty').hidden && document.querySelector('#message-view').hidden`)
+	b.shot("09-queue-empty.png")
 
 	b.do("back to the dashboard", wait,
 		chromedp.Click(chromedp.ID("nav-dashboard")),
@@ -178,7 +186,7 @@ func TestPortalOutageFlow(t *testing.T) {
 	b.until("dashboard shows the relay host up and nothing queued", wait,
 		chromedp.Click(chromedp.ID("dashboard-refresh")),
 		rowStatus("#dashboard-table")+` === 'up' && document.querySelector('#stat-queued').textContent.trim() === '0' && document.querySelector('#outage-banner').hidden`)
-	b.shot("09-dashboard-up.png")
+	b.shot("10-dashboard-up.png")
 
 	// --- Events: the outage, with its start and end.
 	b.do("open the events", wait,
@@ -189,7 +197,7 @@ func TestPortalOutageFlow(t *testing.T) {
 		`[...document.querySelectorAll('#outages-table tbody tr')].some((r) => r.dataset.domain === `+js(domain)+` && r.dataset.ended === 'true')`)
 	b.waitJS("events show the domain being added",
 		`[...document.querySelectorAll('#events-table tbody tr')].some((r) => r.innerText.includes('Domain added'))`, wait)
-	b.shot("10-events.png")
+	b.shot("11-events.png")
 
 	// --- A phone: the dashboard at 390x844.
 	b.do("phone viewport", wait,
@@ -200,7 +208,7 @@ func TestPortalOutageFlow(t *testing.T) {
 	if overflow > 0 {
 		t.Errorf("on a phone the page is %dpx wider than the screen", overflow)
 	}
-	b.shot("11-dashboard-phone.png")
+	b.shot("12-dashboard-phone.png")
 
 	for _, e := range b.consoleErrors() {
 		t.Errorf("browser console: %s", e)

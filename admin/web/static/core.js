@@ -83,6 +83,11 @@ MX.notify = function (msg, isError) {
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => { n.hidden = true; }, isError ? 8000 : 4000);
 };
+// hideNotice removes a notice that is not an error (on a change of page).
+MX.hideNotice = function () {
+  const n = MX.$('#notice');
+  if (!n.classList.contains('error')) n.hidden = true;
+};
 
 MX.fail = function (err) {
   if (err && err.status === 401) return;
@@ -104,9 +109,17 @@ MX.fmtDuration = function (ms) {
   if (d > 0) return d + 'd ' + h + 'h';
   if (h > 0) return h + 'h ' + m + 'm';
   if (m > 0) return m + 'm';
-  return s + 's';
+  return s > 0 ? s + 's' : '<1s';
 };
 MX.fmtAge = (t) => (t ? MX.fmtDuration(Date.now() - Date.parse(t)) : '–');
+// fmtAgo says how long ago t was: "just now", "5s ago", "3m ago".
+MX.fmtAgo = (t) => {
+  if (!t) return '–';
+  const ms = Date.now() - Date.parse(t);
+  return ms < 5000 ? 'just now' : MX.fmtDuration(ms) + ' ago';
+};
+// plural: plural(1, 'message') = "1 message", plural(3, 'message') = "3 messages".
+MX.plural = (n, word, many) => MX.fmtNum(n) + ' ' + (n === 1 ? word : (many || word + 's'));
 MX.fmtTime = (t) => (t ? new Date(t).toLocaleString() : '–');
 MX.fmtNum = (n) => (n || 0).toLocaleString();
 
@@ -114,6 +127,15 @@ MX.statusBadge = function (state) {
   const s = state === 'up' || state === 'down' ? state : 'unknown';
   return MX.el('span', { class: 'status ' + s, title: 'Relay host ' + s },
     MX.el('span', { class: 'dot ' + s }), s);
+};
+
+// labelCells copies each column's heading into its cells' data-label, which
+// tables of class "stack" show beside the value on narrow screens.
+MX.labelCells = function (table) {
+  const heads = [...table.querySelectorAll('thead th')].map((th) => th.textContent.trim());
+  for (const tr of table.querySelectorAll('tbody tr')) {
+    [...tr.children].forEach((td, i) => { td.dataset.label = heads[i] || ''; });
+  }
 };
 
 // Forms: field errors from {"error","field"} responses.
@@ -127,7 +149,12 @@ MX.showError = function (form, errorBox, err) {
   const slot = field && form.querySelector('[data-error-for="' + CSS.escape(field) + '"]');
   const input = field && form.querySelector('[name="' + CSS.escape(field) + '"]');
   if (slot) {
-    slot.textContent = err.message;
+    // The API says "alert_emails[0]: invalid address ..."; under the field
+    // the field's name is noise, but which entry it is helps.
+    let msg = err.message || '';
+    const m = /^[a-z_]+(?:\[(\d+)\])?: /.exec(msg);
+    if (m) msg = (m[1] !== undefined ? `Entry ${Number(m[1]) + 1}: ` : '') + msg.slice(m[0].length);
+    slot.textContent = msg.charAt(0).toUpperCase() + msg.slice(1);
     if (input) { input.classList.add('invalid'); input.focus(); }
     return;
   }
@@ -224,6 +251,7 @@ function route() {
   if (!MX.views[name]) name = 'dashboard';
   document.querySelectorAll('.view').forEach((v) => { v.hidden = v.id !== 'view-' + name; });
   document.querySelectorAll('#nav a').forEach((a) => a.classList.toggle('active', a.dataset.view === name));
+  if (MX.current !== name) MX.hideNotice();
   MX.current = name;
   MX.views[name].show(params);
 }
@@ -232,6 +260,7 @@ MX.go = (hash) => { if (location.hash === hash) route(); else location.hash = ha
 document.addEventListener('DOMContentLoaded', async () => {
   MX.$('#login-form').addEventListener('submit', login);
   MX.$('#logout').addEventListener('click', logout);
+  MX.$('#notice').addEventListener('click', () => { MX.$('#notice').hidden = true; });
   window.addEventListener('hashchange', route);
   try {
     const res = await fetch('/api/v1/me', { credentials: 'same-origin', headers: { Accept: 'application/json' } });

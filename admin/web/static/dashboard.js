@@ -8,8 +8,10 @@
   function chart(box, times, values) {
     // Drawn at the box's pixel width, so that text is not stretched.
     const W = Math.max(280, Math.round(box.clientWidth || 800)), H = 180, L = 44, R = 8, T = 10, B = 24;
-    const s = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'Queued messages over time' });
-    const max = Math.max(1, ...values);
+    const peak = Math.max(0, ...values);
+    const s = svg('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img',
+      'aria-label': `Queued messages over time: now ${values.length ? values[values.length - 1] : 0}, peak ${peak}` });
+    const max = Math.max(1, peak);
     const x = (i) => L + (values.length < 2 ? 0 : (i * (W - L - R)) / (values.length - 1));
     const y = (v) => T + (H - T - B) * (1 - v / max);
     s.append(svg('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B }));
@@ -20,10 +22,13 @@
       s.append(t);
     }
     if (times.length > 0) {
+      // Seconds matter only when the chart spans a few minutes.
+      const span = Date.parse(times[times.length - 1]) - Date.parse(times[0]);
+      const fmt = span < 10 * 60000 ? { hour: '2-digit', minute: '2-digit', second: '2-digit' } : { hour: '2-digit', minute: '2-digit' };
       const first = svg('text', { x: L, y: H - 6 });
-      first.textContent = new Date(times[0]).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      first.textContent = new Date(times[0]).toLocaleTimeString([], fmt);
       const last = svg('text', { x: W - R, y: H - 6, 'text-anchor': 'end' });
-      last.textContent = new Date(times[times.length - 1]).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+      last.textContent = new Date(times[times.length - 1]).toLocaleTimeString([], fmt);
       s.append(first, last);
     }
     if (values.length > 0) {
@@ -56,7 +61,8 @@
       const started = d.status.outage.started_at;
       return el('li', {},
         el('strong', { text: d.name }), ` — relay host ${d.relay_host} down for ${MX.fmtAge(started)} (since ${MX.fmtTime(started)}), `,
-        `${MX.fmtNum(d.status.queued_messages)} messages queued`);
+        `${MX.plural(d.status.queued_messages, 'message')} queued. `,
+        el('a', { href: '#/queue?domain=' + encodeURIComponent(d.name), text: 'Open its queue' }));
     }));
     b.replaceChildren(el('strong', { text: out.length === 1 ? 'Active outage' : `${out.length} active outages` }), list);
     b.hidden = false;
@@ -80,9 +86,16 @@
     const series = hist.series || {};
     const times = hist.times || [];
     const total = times.map((_, i) => Object.values(series).reduce((n, s) => n + (s[i] || 0), 0));
-    chart($('#queue-chart'), times, total);
-    const mins = Math.round((times.length * (hist.interval_seconds || 60)) / 60);
-    $('#queue-chart-caption').textContent = times.length ? `all domains, last ${MX.fmtDuration(mins * 60000)}` : 'no samples yet';
+    const every = MX.fmtDuration((hist.interval_seconds || 60) * 1000);
+    if (times.length < 2) {
+      $('#queue-chart').replaceChildren(el('p', { class: 'empty chart-empty',
+        text: `Collecting data: the queue depth is sampled every ${every}, the chart appears after the second sample.` }));
+      $('#queue-chart-caption').textContent = '';
+    } else {
+      chart($('#queue-chart'), times, total);
+      const span = Date.parse(times[times.length - 1]) - Date.parse(times[0]);
+      $('#queue-chart-caption').textContent = `all domains, last ${MX.fmtDuration(span)}, sampled every ${every}`;
+    }
 
     const tbody = $('#dashboard-table tbody');
     tbody.replaceChildren(...domains.map((d) => el('tr', { dataset: { domain: d.name } },
@@ -91,9 +104,12 @@
       el('td', { class: 'mono', text: d.relay_host }),
       el('td', { class: 'num', text: MX.fmtNum(d.status.queued_messages) }),
       el('td', { class: 'nowrap', text: d.status.oldest_queued_at ? MX.fmtAge(d.status.oldest_queued_at) : '–' }),
-      el('td', { class: 'nowrap', title: d.status.last_probe_error || '', text: d.status.last_probe_at ? MX.fmtAge(d.status.last_probe_at) + ' ago' + (d.status.last_probe_error ? ' (failed)' : '') : '–' }),
-      el('td', {}, spark(series[d.name])),
+      el('td', { class: 'probe' + (d.status.last_probe_error ? ' err' : ''), title: d.status.last_probe_error || '' }, el('div', {},
+        !d.status.last_probe_at ? 'not yet' : (d.status.last_probe_error ? 'failed ' : '') + MX.fmtAgo(d.status.last_probe_at),
+        d.status.last_probe_error ? el('div', { class: 'small probe-error', text: d.status.last_probe_error }) : null)),
+      el('td', { class: 'trend' }, spark(series[d.name])),
       el('td', {}, el('a', { class: 'btn ghost small', href: '#/queue?domain=' + encodeURIComponent(d.name), text: 'Queue' })))));
+    MX.labelCells($('#dashboard-table'));
     $('#dashboard-empty').hidden = domains.length > 0;
   }
 
@@ -101,7 +117,8 @@
     show() {
       load();
       clearInterval(timer);
-      timer = setInterval(() => { if (MX.current === 'dashboard' && MX.me && !document.hidden) load(); }, 30000);
+      // Every 10 s: during an outage the admin watches this page.
+      timer = setInterval(() => { if (MX.current === 'dashboard' && MX.me && !document.hidden) load(); }, 10000);
     },
   };
   document.addEventListener('DOMContentLoaded', () => { $('#dashboard-refresh').addEventListener('click', load); });

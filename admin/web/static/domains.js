@@ -38,6 +38,7 @@
       el('td', {}, el('div', { class: 'row-actions' },
         el('button', { type: 'button', class: 'btn ghost small edit-domain', dataset: { domain: d.name }, text: 'Edit', onclick: () => MX.go('#/domains?edit=' + encodeURIComponent(d.name)) }),
         el('button', { type: 'button', class: 'btn danger small delete-domain', dataset: { domain: d.name }, text: 'Delete', onclick: () => del(d) }))))));
+    MX.labelCells($('#domain-table'));
     $('#domain-empty').hidden = domains.length > 0;
   }
 

@@ -29,6 +29,15 @@
     $('#queue-first-page').disabled = q.page === 0;
   }
 
+  // nextAttempt says when a message will be tried: a message with no
+  // retry time waits for its relay host when that is down.
+  function nextAttempt(m) {
+    if (m.next_attempt_at) return MX.fmtTime(m.next_attempt_at);
+    const d = MX.domains.find((x) => x.name === q.domain);
+    if (m.state === 'queued' && d && d.status.relay_state === 'down') return 'when the relay host is back';
+    return 'now';
+  }
+
   function render() {
     const tbody = $('#queue-table tbody');
     tbody.replaceChildren(...q.messages.map((m) => el('tr', { dataset: { id: m.id } },
@@ -37,16 +46,17 @@
       el('td', { class: 'mono', text: m.from || '<>' }),
       el('td', { class: 'mono', text: m.rcpts.join(', ') }),
       el('td', { class: 'num nowrap', text: MX.fmtBytes(m.size) }),
-      el('td', { class: 'nowrap', title: MX.fmtTime(m.received_at), text: MX.fmtAge(m.received_at) + ' ago' }),
+      el('td', { class: 'nowrap', title: MX.fmtTime(m.received_at), text: MX.fmtAgo(m.received_at) }),
       el('td', { class: 'num', text: m.attempts }),
-      el('td', { class: 'nowrap', text: m.next_attempt_at ? MX.fmtTime(m.next_attempt_at) : 'now' }),
+      el('td', { text: nextAttempt(m) }),
       el('td', {}, el('span', { class: 'pill ' + m.state, text: m.state })),
       el('td', { class: 'err', text: m.last_error || '' }))));
     $('#queue-select-all').checked = false;
     $('#queue-empty').hidden = q.messages.length > 0;
     $('#queue-title').textContent = q.domain ? `Queue of ${q.domain}` : 'Queue';
     const from = q.page * Number($('#queue-limit').value);
-    $('#queue-info').textContent = q.messages.length ? `messages ${from + 1}–${from + q.messages.length}` : '';
+    const n = q.messages.length;
+    $('#queue-info').textContent = n === 0 ? '' : (from === 0 && !q.next ? MX.plural(n, 'message') : `messages ${from + 1}–${from + n}`);
     updateButtons();
   }
 
@@ -56,13 +66,33 @@
     if (domain !== q.domain) { q.page = 0; q.domain = domain; }
     const params = new URLSearchParams({ limit: $('#queue-limit').value });
     if (cursor) params.set('cursor', cursor);
+    const btn = $('#load-queue');
+    btn.disabled = true;
     try {
       const r = await MX.api('GET', `/api/v1/domains/${encodeURIComponent(domain)}/queue?${params}`);
       q.cursor = cursor || '';
       q.messages = r.messages || [];
       q.next = r.next_cursor || '';
+      await fillDomains(domain); // fresh counts and relay states
       render();
-    } catch (e) { MX.fail(e); }
+      if (!$('#message-view').hidden && q.open) refreshOpen();
+    } catch (e) { MX.fail(e); } finally { btn.disabled = false; }
+  }
+
+  // refreshOpen re-reads the message on view; one that has left the
+  // queue (delivered or deleted) is closed with a notice.
+  async function refreshOpen() {
+    const id = q.open;
+    try {
+      const m = await MX.api('GET', '/api/v1/messages/' + encodeURIComponent(id));
+      if (q.open === id) showMessage(m, false);
+    } catch (e) {
+      if (e.status !== 404) { MX.fail(e); return; }
+      if (q.open !== id) return;
+      $('#message-view').hidden = true;
+      q.open = '';
+      MX.notify(`Message ${id} has left the queue (delivered or deleted).`);
+    }
   }
 
   async function deleteSelected() {
@@ -89,6 +119,10 @@
     let m;
     try { m = await MX.api('GET', '/api/v1/messages/' + encodeURIComponent(id)); } catch (e) { MX.fail(e); return; }
     q.open = id;
+    showMessage(m, true);
+  }
+
+  function showMessage(m, scroll) {
     $('#message-id').textContent = m.id;
     const dl = $('#message-envelope');
     dl.replaceChildren();
@@ -98,9 +132,10 @@
     dlRow(dl, 'Received', MX.fmtTime(m.received_at));
     dlRow(dl, 'State', m.state);
     dlRow(dl, 'Attempts', String(m.attempts));
-    dlRow(dl, 'Next attempt', m.next_attempt_at ? MX.fmtTime(m.next_attempt_at) : 'now');
+    dlRow(dl, 'Next attempt', m.next_attempt_at ? MX.fmtTime(m.next_attempt_at)
+      : (m.state === 'queued' && m.delivery.relay_state === 'down' ? 'when the relay host is back' : 'now'));
     dlRow(dl, 'Last error', m.last_error || '–');
-    dlRow(dl, 'Relay host', `${m.delivery.relay_host || '–'} (${m.delivery.relay_state})`);
+    dl.append(el('dt', { text: 'Relay host' }), el('dd', {}, el('span', { class: 'mono', text: m.delivery.relay_host || '–' }), ' ', MX.statusBadge(m.delivery.relay_state)));
     if (m.delivery.last_probe_error) dlRow(dl, 'Last probe error', m.delivery.last_probe_error);
     $('#message-recipients tbody').replaceChildren(...m.recipients.map((r) => el('tr', {},
       el('td', { class: 'mono', text: r.address }), el('td', {}, el('span', { class: 'pill ' + r.status, text: r.status })))));
@@ -111,7 +146,10 @@
     for (const e of (m.history || []).slice().reverse()) items.push(el('li', { text: `${MX.fmtTime(e.time)} — ${e.type} by ${e.actor}${e.detail ? ': ' + e.detail : ''}` }));
     hist.replaceChildren(...items);
     $('#message-view').hidden = false;
-    $('#message-view').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    if (scroll) {
+      const still = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+      $('#message-view').scrollIntoView({ behavior: still ? 'auto' : 'smooth', block: 'start' });
+    }
   }
 
   async function retryOpen() {
