@@ -17,9 +17,11 @@ build:
 run: build
 	$(BIN)/mxcont serve --config scripts/dev.yaml
 
-## test: every package with the race detector, plus the end-to-end suites
+## test: every package with the race detector (end-to-end suites included),
+## then the process-level crash and memory tests, which skip under -race
 test:
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(GO) test -count=1 -timeout 15m -run 'TestCrashKill9|TestMemoryBounded' ./spool/
 
 ## test-short: the fast subset (no process-level crash runs)
 test-short:

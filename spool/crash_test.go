@@ -81,6 +81,9 @@ func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process-level crash test")
 	}
+	if raceEnabled {
+		t.Skip("runs without -race: make test runs it in its second pass")
+	}
 	dir := t.TempDir()
 	exe, err := os.Executable()
 	if err != nil {
