@@ -41,9 +41,9 @@ func TestReclaimAfterDelivery(t *testing.T) {
 		sp := openT(t, testCfg(dir, p))
 		defer sp.Close()
 		var ids []ID
-		for i := 0; i < 400; i++ {
+		for i := 0; i < 200; i++ {
 			d := fmt.Sprintf("d%d.example", i%5)
-			ids = append(ids, mustAppend(t, sp, env(d), body(uint64(i), 3000+(i%7)*10000)))
+			ids = append(ids, mustAppend(t, sp, env(d), body(uint64(i), 3000+(i%7)*5000)))
 		}
 		peak := diskUsage(t, dir)
 		for _, id := range ids {
@@ -70,8 +70,8 @@ func TestCompactionBoundsPinnedLog(t *testing.T) {
 		sp := openT(t, testCfg(dir, p))
 		var down []ID
 		next := time.Now().Add(time.Hour).Truncate(time.Millisecond)
-		for i := 0; i < 2000; i++ {
-			if i%50 == 0 {
+		for i := 0; i < 1000; i++ {
+			if i%25 == 0 {
 				id := mustAppend(t, sp, env("down.example"), body(uint64(i), 2500))
 				if err := sp.RecordAttempt(id, Attempt{Error: "connection refused", Next: next}); err != nil {
 					t.Fatal(err)
@@ -91,7 +91,7 @@ func TestCompactionBoundsPinnedLog(t *testing.T) {
 		check := func(sp *Spool) {
 			t.Helper()
 			for j, id := range down {
-				mustBody(t, sp, id, body(uint64(j*50), 2500))
+				mustBody(t, sp, id, body(uint64(j*25), 2500))
 				m, err := sp.Get(id)
 				if err != nil || m.Attempts != 1 || m.LastError != "connection refused" || !m.NextAttempt.Equal(next) {
 					t.Fatalf("state of %s after compaction: %+v %v", id, m, err)
