@@ -49,3 +49,17 @@ func (n *Node) recordEvent(typ, domain, detail string) {
 		n.admin.Record(events.Event{Type: typ, Actor: "system", Domain: domain, Detail: detail})
 	}
 }
+
+// relayEvent copies a relay event into the admin event log. relayq keeps
+// its own history as well; this makes outages, expiries and probe failures
+// appear with config changes and logins in the portal's Events page.
+func (n *Node) relayEvent(e relayq.Event) {
+	if n.admin == nil {
+		return
+	}
+	detail := e.Detail
+	if e.RelayHost != "" {
+		detail = "relay host " + e.RelayHost + ": " + detail
+	}
+	n.admin.Record(events.Event{Time: e.Time, Type: e.Kind, Actor: "relayq", Domain: e.Domain, MessageID: e.MsgID, Detail: detail})
+}

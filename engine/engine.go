@@ -64,7 +64,6 @@ type Node struct {
 	smtpLn, httpLn net.Listener
 	adminPassword  string
 
-	stopWatch chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -87,7 +86,7 @@ func New(log *zap.Logger, cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	n = &Node{log: log, cfg: cfg, prom: prometheus.NewRegistry(), stopWatch: make(chan struct{})}
+	n = &Node{log: log, cfg: cfg, prom: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			n.closeStores()
@@ -126,10 +125,10 @@ func New(log *zap.Logger, cfg Config) (n *Node, err error) {
 	rc := cfg.Relay
 	rc.Hostname, rc.Metrics = cfg.Hostname, m
 	rc.OwnAddrs = append(rc.OwnAddrs, cfg.SMTPAddr)
+	rc.OnEvent = n.relayEvent // outages, expiries and probe failures go to the admin event log
 	if n.relay, err = relayq.New(log.Named("relayq"), rc, n.sp, n.db, n.reg); err != nil {
 		return nil, err
 	}
-	n.sp.SetNotify(n.relay.Kick)
 	if cfg.HTTPAddr != "" {
 		n.admin, err = admin.New(log.Named("admin"), cfg.Admin, admin.Deps{
 			Domains: n.reg, Spool: n.sp, Relay: relayAdapter{n.relay}, DB: n.db, Metrics: n.prom,
@@ -193,6 +192,10 @@ func (n *Node) Start() error {
 	if n.smtpLn, err = net.Listen("tcp", n.cfg.SMTPAddr); err != nil {
 		return fmt.Errorf("engine: smtp listener: %w", err)
 	}
+	if err := n.relay.AddOwnAddr(n.smtpLn.Addr().String()); err != nil { // the bound port, when configured as :0
+		_ = n.smtpLn.Close()
+		return fmt.Errorf("engine: %w", err)
+	}
 	if n.admin != nil {
 		if n.httpLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 			_ = n.smtpLn.Close()
@@ -204,8 +207,6 @@ func (n *Node) Start() error {
 	if n.admin != nil {
 		n.serve("http", func() error { return n.admin.Serve(n.httpLn) })
 	}
-	n.wg.Add(1)
-	go n.watchDomains()
 	n.log.Info("node started", zap.String("smtp-addr", n.SMTPAddr()), zap.String("http-addr", n.HTTPAddr()),
 		zap.String("hostname", n.cfg.Hostname))
 	return nil
@@ -221,21 +222,6 @@ func (n *Node) serve(name string, fn func() error) {
 	}()
 }
 
-// watchDomains tells relayq about registry changes (relay host edits take
-// effect at once).
-func (n *Node) watchDomains() {
-	defer n.wg.Done()
-	for {
-		ch := n.reg.Watch()
-		select {
-		case <-ch:
-			n.relay.DomainsChanged()
-		case <-n.stopWatch:
-			return
-		}
-	}
-}
-
 // Shutdown stops intake (in-flight SMTP transactions finish, bounded by
 // ctx), stops delivery, and closes the spool and the database.
 func (n *Node) Shutdown(ctx context.Context) error {
@@ -248,7 +234,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.admin != nil && n.httpLn != nil {
 			errs = append(errs, n.admin.Shutdown(ctx))
 		}
-		close(n.stopWatch)
 		errs = append(errs, n.relay.Stop(ctx))
 		n.wg.Wait()
 		errs = append(errs, n.closeStores())
