@@ -179,8 +179,8 @@ func lastReply(transcript string) string {
 	for sc.Scan() {
 		l := sc.Text()
 		if strings.HasPrefix(l, "<-") || strings.HasPrefix(l, "<**") {
-			if !strings.Contains(l, "221") {
-				last = strings.TrimSpace(strings.TrimLeft(l, "<-*"))
+			if r := strings.TrimSpace(strings.TrimLeft(l, "<-*")); !strings.HasPrefix(r, "221 ") {
+				last = r
 			}
 		}
 	}
