@@ -100,8 +100,14 @@ func startNode(t testing.TB, dir, domainsYAML string, extra ...string) *node {
 		smtpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		httpAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	n.cfgPath = filepath.Join(dir, "mxcont.yaml")
-	cfg := fmt.Sprintf("data_dir: %s\nsmtp_addr: %s\nhttp_addr: %s\nprobe_interval: 500ms\nhostname: mx.e2e.test\nmin_free_bytes: 1048576\n%s\n%s",
-		filepath.Join(dir, "data"), n.smtpAddr, n.httpAddr, strings.Join(extra, "\n"), domainsYAML)
+	floor := "min_free_bytes: 1048576\n"
+	for _, e := range extra {
+		if strings.HasPrefix(e, "min_free_bytes:") {
+			floor = ""
+		}
+	}
+	cfg := fmt.Sprintf("data_dir: %s\nsmtp_addr: %s\nhttp_addr: %s\nprobe_interval: 500ms\nhostname: mx.e2e.test\n%s%s\n%s",
+		filepath.Join(dir, "data"), n.smtpAddr, n.httpAddr, floor, strings.Join(extra, "\n"), domainsYAML)
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

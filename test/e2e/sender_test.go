@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"sync"
@@ -53,8 +55,15 @@ func sendMany(t testing.TB, addr, rcptDomain, tag string, n, conc int, stop <-ch
 	return res
 }
 
-// sendOne delivers one message and returns the DATA reply.
+// sendOne delivers one message of about size bytes of text and returns
+// the DATA reply.
 func sendOne(addr, from, to, msgID string, size int) (string, error) {
+	return sendBody(addr, from, to, msgID, size, false)
+}
+
+// sendBody is sendOne with an incompressible (base64 of random bytes)
+// body when random is set.
+func sendBody(addr, from, to, msgID string, size int, random bool) (string, error) {
 	c, err := smtp.Dial(addr)
 	if err != nil {
 		return "", err
@@ -77,6 +86,12 @@ func sendOne(addr, from, to, msgID string, size int) (string, error) {
 	fmt.Fprintf(&b, "From: <%s>\r\nTo: <%s>\r\nSubject: e2e %s\r\nMessage-ID: %s\r\nDate: %s\r\n\r\n",
 		from, to, msgID, msgID, time.Now().Format(time.RFC1123Z))
 	for b.Len() < size {
+		if random {
+			raw := make([]byte, 57)
+			_, _ = rand.Read(raw)
+			b.WriteString(base64.StdEncoding.EncodeToString(raw) + "\r\n")
+			continue
+		}
 		b.WriteString("The quick brown fox jumps over the lazy dog while the primary is down.\r\n")
 	}
 	if _, err := w.Write([]byte(b.String())); err != nil {
