@@ -87,9 +87,10 @@ func New(log *zap.Logger, cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	n = &Node{log: log, cfg: cfg, prom: prometheus.NewRegistry()}
+	built := n // the named result is nil on the error paths below
 	defer func() {
 		if err != nil {
-			n.closeStores()
+			_ = built.closeStores()
 		}
 	}()
 	m := newMetrics(n.prom)

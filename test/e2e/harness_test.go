@@ -196,3 +196,5 @@ func lastReply(transcript string) string {
 func netDial(addr string) (net.Conn, error) {
 	return net.DialTimeout("tcp", addr, 300*time.Millisecond)
 }
+
+func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o600) }
