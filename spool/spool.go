@@ -241,7 +241,14 @@ func (s *Spool) Close() error {
 
 // SetNotify registers fn, called (from a shard's committer goroutine, so
 // it must not block) after a message for domain has been committed.
-func (s *Spool) SetNotify(fn func(domain string)) { s.notify.Store(&fn) }
+// SetNotify(nil) removes the hook.
+func (s *Spool) SetNotify(fn func(domain string)) {
+	if fn == nil {
+		s.notify.Store(nil)
+		return
+	}
+	s.notify.Store(&fn)
+}
 
 // Shards returns the number of shards.
 func (s *Spool) Shards() int { return len(s.shards) }
