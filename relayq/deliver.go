@@ -259,8 +259,12 @@ func (h *host) deliverOne(ctx context.Context, id spool.ID, d domainConf, until 
 			h.pool.put(pc)
 		}
 		// A pooled connection the server has closed meanwhile fails at
-		// MAIL: try again on a fresh one without counting an attempt.
-		if reused && try == 0 && o.staleConn {
+		// MAIL: try again on a fresh one without counting an attempt. When
+		// one idle connection is stale (the primary restarted), the others
+		// are too: drop them all, or each would cost a message a failed
+		// attempt and a retry delay.
+		if reused && try < 3 && o.staleConn {
+			h.pool.closeIdle()
 			continue
 		}
 		break
