@@ -72,6 +72,8 @@ func (h *host) sync() {
 	kicks := h.kicks
 	if len(kicks) > 0 {
 		h.kicks = make(map[string]kickKind)
+	} else {
+		kicks = nil // never iterate the live map outside h.mu
 	}
 	probeSoon := h.probeSoon
 	h.probeSoon = false
