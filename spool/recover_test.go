@@ -67,6 +67,23 @@ func damageTotal(sp *Spool) (entries, msgs int, reasons string) {
 	return
 }
 
+// repaired reopens a damaged spool and reports what survived and what
+// repair reported.
+type repaired struct {
+	intact, entries, msgs int
+	why                   string
+	stats                 ShardStats
+}
+
+func reopenDamaged(t *testing.T, dir string, p perm, ids []ID, size int) repaired {
+	t.Helper()
+	sp := openT(t, testCfg(dir, p))
+	defer sp.Close()
+	r := repaired{intact: survivors(t, sp, ids, size), stats: sp.Stats()[0]}
+	r.entries, r.msgs, r.why = damageTotal(sp)
+	return r
+}
+
 func reopenClean(t *testing.T, dir string, p perm, ids []ID, size, want int) {
 	t.Helper()
 	sp := openT(t, testCfg(dir, p))
@@ -100,10 +117,11 @@ func TestRecoverTornTail(t *testing.T) {
 		if err := os.Truncate(last, fi.Size()-100); err != nil {
 			t.Fatal(err)
 		}
-		sp := openT(t, testCfg(dir, p))
-		got := survivors(t, sp, ids, 3000)
-		ent, msgs, why := damageTotal(sp)
-		sp.Close()
+		r := reopenDamaged(t, dir, p, ids, 3000)
+		got := r.intact
+		ent := r.entries
+		msgs := r.msgs
+		why := r.why
 		if got != 49 || ent != 1 || !strings.Contains(why, "torn") {
 			t.Fatalf("intact %d (want 49), damage entries %d msgs %d: %s", got, ent, msgs, why)
 		}
@@ -126,11 +144,11 @@ func TestRecoverZeroFilledTail(t *testing.T) {
 		}
 		f.Write(make([]byte, 4096))
 		f.Close()
-		sp := openT(t, testCfg(dir, p))
-		got := survivors(t, sp, ids, 2000)
-		ent, _, why := damageTotal(sp)
-		st := sp.Stats()[0]
-		sp.Close()
+		r := reopenDamaged(t, dir, p, ids, 2000)
+		got := r.intact
+		ent := r.entries
+		why := r.why
+		st := r.stats
 		if got != 30 || ent != 4096 || !strings.Contains(why, "tail") {
 			t.Fatalf("intact %d (want 30), damage %d: %s", got, ent, why)
 		}
@@ -153,10 +171,10 @@ func TestRecoverBitFlip(t *testing.T) {
 		b, _ := os.ReadFile(segs[0])
 		b[len(b)/2] ^= 0x10 // inside some record of the first segment
 		os.WriteFile(segs[0], b, 0o640)
-		sp := openT(t, testCfg(dir, p))
-		got := survivors(t, sp, ids, 3000)
-		ent, msgs, _ := damageTotal(sp)
-		sp.Close()
+		r := reopenDamaged(t, dir, p, ids, 3000)
+		got := r.intact
+		ent := r.entries
+		msgs := r.msgs
 		if got != 59 || ent != 1 || msgs != 1 {
 			t.Fatalf("intact %d (want 59), damage entries %d msgs %d", got, ent, msgs)
 		}
@@ -175,10 +193,10 @@ func TestRecoverTruncatedMiddleSegment(t *testing.T) {
 		}
 		fi, _ := os.Stat(segs[1])
 		os.Truncate(segs[1], fi.Size()/2)
-		sp := openT(t, testCfg(dir, p))
-		got := survivors(t, sp, ids, 3000)
-		ent, _, why := damageTotal(sp)
-		sp.Close()
+		r := reopenDamaged(t, dir, p, ids, 3000)
+		got := r.intact
+		ent := r.entries
+		why := r.why
 		if got >= 80 || got < 60 || ent != 80-got || !strings.Contains(why, "missing") {
 			t.Fatalf("intact %d, damage entries %d: %s", got, ent, why)
 		}
@@ -193,10 +211,9 @@ func TestRecoverDeletedMiddleSegment(t *testing.T) {
 		ids := fillSpool(t, dir, p, 80, 3000)
 		segs := segFiles(t, dir)
 		os.Remove(segs[1])
-		sp := openT(t, testCfg(dir, p))
-		got := survivors(t, sp, ids, 3000)
-		ent, _, _ := damageTotal(sp)
-		sp.Close()
+		r := reopenDamaged(t, dir, p, ids, 3000)
+		got := r.intact
+		ent := r.entries
 		if got >= 80 || got < 50 || ent != 80-got {
 			t.Fatalf("intact %d, damage entries %d", got, ent)
 		}
@@ -211,10 +228,8 @@ func TestRecoverChunkedMessageAcrossDamage(t *testing.T) {
 	ids := fillSpool(t, dir, p, 4, 200<<10)
 	segs := segFiles(t, dir)
 	os.Remove(segs[2])
-	sp := openT(t, testCfg(dir, p))
-	got := survivors(t, sp, ids, 200<<10)
-	_, msgs, _ := damageTotal(sp)
-	sp.Close()
+	r := reopenDamaged(t, dir, p, ids, 200<<10)
+	got, msgs := r.intact, r.msgs
 	if got != 3 || msgs != 1 {
 		t.Fatalf("intact %d (want 3), lost messages reported %d (want 1)", got, msgs)
 	}
