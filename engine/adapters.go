@@ -21,9 +21,14 @@ func (r relayAdapter) Status(domain string) admin.DomainStatus {
 	st := r.q.Status(domain)
 	out := admin.DomainStatus{State: string(st.RelayState), LastProbeAt: st.LastProbeAt, LastProbeError: st.LastProbeError}
 	if st.Outage != nil {
-		out.Outage = &admin.Outage{StartedAt: st.Outage.StartedAt, EndedAt: st.Outage.EndedAt, Error: st.Outage.Error}
+		o := adminOutage(*st.Outage)
+		out.Outage = &o
 	}
 	return out
+}
+
+func adminOutage(o relayq.Outage) admin.Outage {
+	return admin.Outage{StartedAt: o.StartedAt, EndedAt: o.EndedAt, Error: o.Error}
 }
 
 func (r relayAdapter) FlushDomain(domain string) { _ = r.q.FlushDomain(domain) }
@@ -37,7 +42,7 @@ func (r relayAdapter) Outages(domain string, limit int) []admin.Outage {
 	}
 	out := make([]admin.Outage, len(os))
 	for i, o := range os {
-		out[i] = admin.Outage{StartedAt: o.StartedAt, EndedAt: o.EndedAt, Error: o.Error}
+		out[i] = adminOutage(o)
 	}
 	return out
 }

@@ -542,21 +542,25 @@ func (s *shard) syncTail(last uint64) error {
 }
 
 func (s *shard) fsync(f *os.File) error {
-	if h := s.sp.cfg.fsyncHook; h != nil {
-		if err := h(s.n); err != nil {
-			return err
-		}
+	if err := s.fsyncFault(); err != nil {
+		return err
 	}
 	return f.Sync()
+}
+
+// fsyncFault is the test seam shared by both fsync paths.
+func (s *shard) fsyncFault() error {
+	if h := s.sp.cfg.fsyncHook; h != nil {
+		return h(s.n)
+	}
+	return nil
 }
 
 // syncLocked fsyncs the tail through tidwall/wal (pipeline drained, logMu
 // held) and, if a segment was created since the last time, the directory.
 func (s *shard) syncLocked() error {
-	if h := s.sp.cfg.fsyncHook; h != nil {
-		if err := h(s.n); err != nil {
-			return err
-		}
+	if err := s.fsyncFault(); err != nil {
+		return err
 	}
 	if err := s.wl.Sync(); err != nil {
 		return err

@@ -167,6 +167,8 @@ func (w *Writer) start() error {
 	sh := w.sh
 	w.req = &request{recs: [][]byte{rec}, sync: true}
 	if len(w.chunks) > 0 {
+		// A write failure since our first chunk may have reused the chunk
+		// indexes we hold: the committer refuses the commit then.
 		w.req.epoch = w.epoch
 	}
 	w.req.apply = func(first uint64) {
@@ -178,11 +180,6 @@ func (w *Writer) start() error {
 		sh.addMessage(&mm, first, low, stored)
 	}
 	w.release()
-	if len(w.chunks) > 0 && sh.epoch.Load() != w.epoch {
-		// A write failure since our first chunk: the chunk indexes we hold
-		// may have been reused. Refuse rather than commit a wrong body.
-		return fmt.Errorf("%w: shard %d failed during the message", ErrWriteFailed, sh.n)
-	}
 	return sh.submit(w.req)
 }
 
