@@ -52,10 +52,7 @@ func TestKill9DuringAcceptance(t *testing.T) {
 	n.start()
 	p := startPostfix(t, "customer.test", port)
 	got := waitDelivered(t, p, want, 300*time.Second)
-	dups := 0
-	for id := range want {
-		dups += got[id] - 1
-	}
+	dups := duplicates(want, got)
 	t.Logf("%d acknowledged over %d kills: all delivered, %d duplicates", len(want), cycles, dups)
 	if dups > 0 {
 		t.Errorf("%d duplicates: nothing was in flight towards the primary during acceptance", dups)
@@ -85,10 +82,7 @@ func TestKill9DuringDrain(t *testing.T) {
 		n.start()
 	}
 	got := waitDelivered(t, p, want, 300*time.Second)
-	dups := 0
-	for id := range want {
-		dups += got[id] - 1
-	}
+	dups := duplicates(want, got)
 	// In flight at a kill: at most one message per pooled connection (8)
 	// plus the delivery outcomes not yet written when the process died.
 	limit := cycles * 16

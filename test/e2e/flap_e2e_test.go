@@ -29,10 +29,7 @@ func TestRelayHostFlapping(t *testing.T) {
 		p.start(need(t, "postfix"))
 	}
 	got := waitDelivered(t, p, want, 300*time.Second)
-	dups := 0
-	for id := range want {
-		dups += got[id] - 1
-	}
+	dups := duplicates(want, got)
 	t.Logf("3000 messages, %d primary restarts during the drain: all delivered, %d duplicates", flaps, dups)
 	// A stop can cut a transaction after Postfix queued the message but
 	// before mxcont read the 250: at most one per pooled connection (8).

@@ -139,3 +139,13 @@ func waitDelivered(t testing.TB, p *postfix, want map[string]bool, d time.Durati
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// duplicates counts the extra copies of the wanted messages that arrived
+// (waitDelivered has checked that each arrived at least once).
+func duplicates(want map[string]bool, got map[string]int) int {
+	n := 0
+	for id := range want {
+		n += got[id] - 1
+	}
+	return n
+}
