@@ -59,6 +59,10 @@ type Config struct {
 	// MaxDomains bounds the distinct recipient domains of one transaction
 	// (452 4.5.3; the client sends the rest in another transaction). Each
 	// domain is streamed into its own spool writer. Default 50.
+	// Shadow, if set, files a copy of every message for a domain in mode
+	// both into the recipients' shadow mailboxes after the spool commit and
+	// before the 250 (see Shadow).
+	Shadow     Shadow
 	MaxDomains int
 	// MaxConnections bounds concurrent connections (including those still
 	// sending a PROXY header). Default 1000.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
 
 	"github.com/mxcont/mxcont/spool"
 )
@@ -133,7 +134,36 @@ func (s *session) receive(t *transaction, r io.Reader) (res dataResult) {
 		res.size = size
 		return res
 	}
+	if err := s.fileShadows(t, ids); err != nil {
+		res = dataResult{err: errTempLocal, reason: ReasonShadow, size: size, detail: err}
+		return res
+	}
 	return dataResult{ids: ids, size: size}
+}
+
+// fileShadows hands the committed records of mode-both domains to the
+// shadow mailboxes before the 250. If that fails the records are deleted
+// again (best effort) and the client gets 451: it retries, and the relay
+// copy is not duplicated.
+func (s *session) fileShadows(t *transaction, ids []spool.ID) error {
+	sh := s.srv.cfg.Shadow
+	if sh == nil {
+		return nil
+	}
+	for i, g := range t.groups {
+		if !g.shadow {
+			continue
+		}
+		if err := sh.File(spool.Envelope{Domain: g.domain, From: t.from, Rcpts: g.rcpts}, ids[i]); err != nil {
+			for _, id := range ids {
+				if derr := s.srv.sp.Delete(id, "smtpd"); derr != nil {
+					s.srv.log.Error("delete after shadow failure", zap.String("queue_id", id.String()), zap.Error(derr))
+				}
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 var (

@@ -21,6 +21,7 @@ const (
 	ReasonLongLine      = "long-line"      // body line over MaxDataLineLength
 	ReasonSpool         = "spool-error"    // the spool failed: 451
 	ReasonNoSpace       = "no-space"       // below MinFreeBytes: 452
+	ReasonShadow        = "shadow-error"   // filing the shadow mailbox copy failed: 451
 	ReasonTimeout       = "timeout"        // DataTimeout or IdleTimeout during DATA
 	ReasonAborted       = "aborted"        // the client went away during DATA
 	ReasonShutdown      = "shutdown"       // MAIL refused while shutting down

@@ -22,6 +22,15 @@ import (
 // or Close.
 var ErrServerClosed = errors.New("smtpd: server closed")
 
+// Shadow files shadow mailbox copies. File is called once per committed
+// spool record of a mode-both domain with the record's envelope; it reads
+// the body from the spool and must return only when the copies are
+// durable. An error makes the acceptor delete the transaction's records
+// and answer 451.
+type Shadow interface {
+	File(env spool.Envelope, id spool.ID) error
+}
+
 // Domains is the part of the domain registry the acceptor needs.
 // registry.Store implementations satisfy it.
 type Domains interface {

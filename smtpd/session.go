@@ -9,6 +9,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
+	"github.com/mxcont/mxcont/engine/registry"
 	"github.com/mxcont/mxcont/spool"
 )
 
@@ -63,6 +64,7 @@ type transaction struct {
 type rcptGroup struct {
 	domain string
 	rcpts  []string
+	shadow bool // the domain is in mode both: file shadow copies too
 }
 
 func newTxnID() string {
@@ -131,7 +133,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	g := t.byName[d.Name]
 	if g == nil {
-		g = &rcptGroup{domain: d.Name}
+		g = &rcptGroup{domain: d.Name, shadow: d.Mode == registry.ModeBoth}
 		t.byName[d.Name] = g
 		t.groups = append(t.groups, g)
 	}
