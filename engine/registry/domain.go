@@ -54,6 +54,10 @@ type Domain struct {
 	// RequireTLS makes relaying to RelayHost fail (temporarily) unless
 	// STARTTLS succeeds.
 	RequireTLS bool `json:"require_tls" yaml:"require_tls"`
+	// OutboundSmarthost, if set, is where mail submitted by the domain's
+	// mailbox users (mode both) is sent, as "host:port"; empty means the
+	// node's outbound smarthost, or MX lookup when that is empty too.
+	OutboundSmarthost string `json:"outbound_smarthost,omitempty" yaml:"outbound_smarthost"`
 	// Account is the tenant account owning the domain; may be empty.
 	Account string `json:"account" yaml:"account"`
 	// CreatedAt is when the domain was first stored (UTC).

@@ -60,6 +60,14 @@ func Normalize(d Domain) (Domain, error) {
 	if d.RelayHost, err = NormalizeRelayHost(d.RelayHost); err != nil {
 		return Domain{}, err
 	}
+	if strings.TrimSpace(d.OutboundSmarthost) == "" {
+		d.OutboundSmarthost = ""
+	} else if hp, verr := normalizeHostPort(d.OutboundSmarthost, DefaultRelayPort); verr != nil {
+		verr.Field = "outbound_smarthost"
+		return Domain{}, verr
+	} else {
+		d.OutboundSmarthost = hp
+	}
 
 	emails := make([]string, 0, len(d.AlertEmails))
 	for i, s := range d.AlertEmails {
