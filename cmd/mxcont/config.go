@@ -36,6 +36,7 @@ const (
 	defaultBareNewlines        = "normalize"
 	defaultRelayPoolSize       = 8
 	defaultLogLevel            = "info"
+	defaultShadowKeep          = 7 * 24 * time.Hour
 )
 
 // Limits enforced by validate.
@@ -61,9 +62,19 @@ type fileConfig struct {
 	// IMAPAddr is the IMAP listen address for shadow mailboxes ("both"
 	// mode); empty disables.
 	IMAPAddr string `yaml:"imap_addr"`
+	// IMAPSAddr is the implicit-TLS IMAP listen address (993 style);
+	// empty disables.
+	IMAPSAddr string `yaml:"imaps_addr"`
 	// SubmissionAddr is the submission listen address for shadow mailbox
 	// users; empty disables.
 	SubmissionAddr string `yaml:"submission_addr"`
+	// OutboundSmarthost relays mail submitted by mailbox users (host:port,
+	// default port 25); a domain's outbound_smarthost overrides it. Empty:
+	// MX lookup of each recipient domain.
+	OutboundSmarthost string `yaml:"outbound_smarthost"`
+	// ShadowKeep is how long shadow mailbox copies are kept after the end
+	// of their domain's outage.
+	ShadowKeep time.Duration `yaml:"shadow_keep"`
 	// ProbeInterval is the period of relay host probes, 100ms..10m.
 	ProbeInterval time.Duration `yaml:"probe_interval"`
 	// Hostname is the node's name in banners, EHLO and Received headers;
@@ -112,7 +123,7 @@ type fileConfig struct {
 
 // durationKeys are the top-level keys holding Go duration strings. They
 // are checked before decoding so that a bad value is reported by key.
-var durationKeys = map[string]bool{"probe_interval": true, "idle_timeout": true, "data_timeout": true}
+var durationKeys = map[string]bool{"probe_interval": true, "idle_timeout": true, "data_timeout": true, "shadow_keep": true}
 
 // defaultConfig returns the configuration used for keys the file does not
 // set (and when there is no file).
@@ -133,6 +144,7 @@ func defaultConfig() *fileConfig {
 		BareNewlines:        defaultBareNewlines,
 		RelayPoolSize:       defaultRelayPoolSize,
 		LogLevel:            defaultLogLevel,
+		ShadowKeep:          defaultShadowKeep,
 	}
 }
 
@@ -268,6 +280,7 @@ func (c *fileConfig) validate() error {
 		{"smtp_addr", c.SMTPAddr, true},
 		{"http_addr", c.HTTPAddr, false},
 		{"imap_addr", c.IMAPAddr, false},
+		{"imaps_addr", c.IMAPSAddr, false},
 		{"submission_addr", c.SubmissionAddr, false},
 	}
 	used := map[string]string{}
@@ -345,6 +358,16 @@ func (c *fileConfig) validate() error {
 	}
 	if err := c.validateAlerts(); err != nil {
 		return err
+	}
+	if c.OutboundSmarthost != "" {
+		h, err := registry.NormalizeRelayHost(c.OutboundSmarthost)
+		if err != nil {
+			return rekey("outbound_smarthost", err)
+		}
+		c.OutboundSmarthost = h
+	}
+	if c.ShadowKeep < time.Hour {
+		return configError("shadow_keep", "must be at least 1h, got %s", c.ShadowKeep)
 	}
 	if c.RelayPoolSize < 1 || c.RelayPoolSize > maxRelayPoolSize {
 		return configError("relay_pool_size", "must be between 1 and %d, got %d", maxRelayPoolSize, c.RelayPoolSize)

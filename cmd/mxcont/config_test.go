@@ -28,7 +28,10 @@ data_dir: /var/lib/mxcont
 smtp_addr: ":25"
 http_addr: "127.0.0.1:8080"
 imap_addr: "[::1]:1143"
+imaps_addr: "[::1]:1993"
 submission_addr: "0.0.0.0:587"
+outbound_smarthost: Relay.Provider.NET:2525
+shadow_keep: 72h
 probe_interval: 5s
 hostname: MX1.Provider.NET.
 shards: 16
@@ -61,6 +64,7 @@ domains:
     retention_days: 90
     require_tls: true
     account: acme
+    outbound_smarthost: "[2001:db8::587]:587"
 `
 
 func TestLoadConfigGood(t *testing.T) {
@@ -73,7 +77,10 @@ func TestLoadConfigGood(t *testing.T) {
 		SMTPAddr:            ":25",
 		HTTPAddr:            "127.0.0.1:8080",
 		IMAPAddr:            "[::1]:1143",
+		IMAPSAddr:           "[::1]:1993",
 		SubmissionAddr:      "0.0.0.0:587",
+		OutboundSmarthost:   "relay.provider.net:2525",
+		ShadowKeep:          72 * time.Hour,
 		ProbeInterval:       5 * time.Second,
 		Hostname:            "mx1.provider.net",
 		Shards:              16,
@@ -99,7 +106,7 @@ func TestLoadConfigGood(t *testing.T) {
 		}, {
 			Name: "xn--bcher-kva.example", Mode: "both", RelayHost: "[2001:db8::25]:25",
 			AlertEmails: []string{}, AllowedSources: []string{"192.0.2.0/24", "2001:db8::1/128"},
-			RetentionDays: 90, RequireTLS: true, Account: "acme",
+			RetentionDays: 90, RequireTLS: true, Account: "acme", OutboundSmarthost: "[2001:db8::587]:587",
 		}},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -212,6 +219,10 @@ func TestLoadConfigBad(t *testing.T) {
 		{"smarthost port", "alert_smarthost: smtp.provider.net:0\nalert_from: a@b.c\n", `config: alert_smarthost: invalid port "0"`},
 		{"smarthost without from", "alert_smarthost: smtp.provider.net\n", `config: alert_from: required when alert_smarthost is set`},
 		{"alert from display name", "alert_from: MXCont <mx@provider.net>\n", `config: alert_from: invalid address "MXCont <mx@provider.net>": want a bare address like user@example.com`},
+		{"outbound smarthost port", "outbound_smarthost: smtp.provider.net:0\n", `config: outbound_smarthost: invalid port "0"`},
+		{"short shadow keep", "shadow_keep: 10m\n", `config: shadow_keep: must be at least 1h, got 10m0s`},
+		{"bad shadow keep", "shadow_keep: a week\n", `config: shadow_keep: invalid duration "a week"`},
+		{"imaps same as imap", "imap_addr: \"127.0.0.1:1143\"\nimaps_addr: \"127.0.0.1:1143\"\n", `config: imaps_addr: same address as imap_addr`},
 		{"webhook scheme", "alert_webhook: ftp://hooks.provider.net/\n", `config: alert_webhook: must be an http or https URL, got "ftp://hooks.provider.net/"`},
 		{"pool size", "relay_pool_size: 0\n", `config: relay_pool_size: must be between 1 and 1000, got 0`},
 		{"log level", "log_level: verbose\n", `config: log_level: must be "debug", "info", "warn" or "error", got "verbose"`},

@@ -44,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "", "data directory (spool, control database)")
 	smtpAddr := fs.String("smtp-addr", "", "SMTP listen address")
 	httpAddr := fs.String("http-addr", "", "admin API and portal listen address")
+	imapAddr := fs.String("imap-addr", "", "IMAP listen address for shadow mailboxes (both mode)")
+	submissionAddr := fs.String("submission-addr", "", "submission listen address for mailbox users (both mode)")
 	probe := fs.Duration("probe-interval", 0, "relay host probe period")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -64,6 +66,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if set["http-addr"] {
 		cfg.HTTPAddr = *httpAddr
+	}
+	if set["imap-addr"] {
+		cfg.IMAPAddr = *imapAddr
+	}
+	if set["submission-addr"] {
+		cfg.SubmissionAddr = *submissionAddr
 	}
 	if set["probe-interval"] {
 		cfg.ProbeInterval = *probe
