@@ -32,6 +32,12 @@ var endpoints = []struct{ method, path string }{
 	{"GET", "/api/v1/users"},
 	{"POST", "/api/v1/users"},
 	{"POST", "/api/v1/tokens"},
+	{"GET", "/api/v1/domains/" + acmeDom + "/mailboxes"},
+	{"POST", "/api/v1/domains/" + acmeDom + "/mailboxes"},
+	{"POST", "/api/v1/domains/" + acmeDom + "/mailboxes/import"},
+	{"GET", "/api/v1/domains/" + acmeDom + "/mailboxes/u@" + acmeDom},
+	{"PUT", "/api/v1/domains/" + acmeDom + "/mailboxes/u@" + acmeDom},
+	{"DELETE", "/api/v1/domains/" + acmeDom + "/mailboxes/u@" + acmeDom},
 	{"GET", "/metrics"},
 }
 

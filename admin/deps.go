@@ -1,9 +1,11 @@
 package admin
 
 import (
+	"context"
 	"time"
 
 	"github.com/mxcont/mxcont/admin/events"
+	"github.com/mxcont/mxcont/mailbox"
 	"github.com/mxcont/mxcont/spool"
 )
 
@@ -81,3 +83,26 @@ type OutageHistory interface {
 type EventSink interface {
 	Record(e events.Event)
 }
+
+// Mailboxes is the part of the shadow mailbox store (*mailbox.Store) the
+// admin server uses for the mailbox users of domains in mode "both".
+// Addresses are normalized by the store (lower case, IDN domain in
+// punycode); a User's Domain is the normalized domain. Errors wrap the
+// mailbox package's sentinels: mailbox.ErrInvalid (text naming the field,
+// "address" or "password"), mailbox.ErrExists, mailbox.ErrNotFound.
+type Mailboxes interface {
+	// AddUser creates a mailbox user with a password.
+	AddUser(ctx context.Context, address, password string) (mailbox.User, error)
+	// SetPassword replaces a user's password.
+	SetPassword(ctx context.Context, address, password string) error
+	// DeleteUser removes a user and its mail.
+	DeleteUser(address string) error
+	// DeleteDomain removes every user of a domain and returns how many.
+	DeleteDomain(domain string) (int, error)
+	// User returns one user.
+	User(address string) (mailbox.User, error)
+	// Users lists a domain's users.
+	Users(domain string) ([]mailbox.User, error)
+}
+
+var _ Mailboxes = (*mailbox.Store)(nil)

@@ -13,19 +13,41 @@
 // Every endpoint except POST /api/v1/login and GET /healthz needs a session
 // cookie (set by login) or an "Authorization: Bearer <api token>" header.
 // Requests that change state with a session cookie must also carry the
-// session's CSRF token in X-CSRF-Token; requests with a body must be JSON.
-// Users with role "operator" see every account; users with role "admin"
-// see only the domains, queues, messages and events of their own account:
-// anything else answers 404 and is left out of listings. /metrics is for
-// operators (or open, with Config.MetricsOpen).
+// session's CSRF token in X-CSRF-Token; requests with a body must be JSON
+// (the mailbox CSV import: text/csv). Users with role "operator" see every
+// account; users with role "admin" see only the domains, queues, messages,
+// mailboxes and events of their own account: anything else answers 404 and
+// is left out of listings. /metrics is for operators (or open, with
+// Config.MetricsOpen).
+//
+// # Mailboxes
+//
+// Domains in mode "both" have shadow mailbox users (Deps.Mailboxes):
+//
+//	GET    /api/v1/domains/{domain}/mailboxes            200 {domain, mailboxes: [{address, domain, created_at, messages, bytes}]}
+//	POST   /api/v1/domains/{domain}/mailboxes            {address, password} → 201 the user
+//	GET    /api/v1/domains/{domain}/mailboxes/{address}  200 the user
+//	PUT    /api/v1/domains/{domain}/mailboxes/{address}  {password} → 204
+//	DELETE /api/v1/domains/{domain}/mailboxes/{address}  204
+//	POST   /api/v1/domains/{domain}/mailboxes/import     text/csv "address,password" lines → 200 {created, failed: [{line, address, error}]}
+//
+// A new mailbox's address must be in {domain} (422 otherwise) and the
+// domain in mode "both" (409 otherwise, field "mode"); listing, password
+// resets and deletions work in any mode. An {address} outside {domain} is
+// 404. A node without a mailbox store answers 501. An import takes at
+// most 1 MiB and 1000 lines (413 otherwise, nothing imported) and runs one
+// at a time (429). Deleting a domain deletes its mailboxes. Passwords are
+// never logged, kept in events or echoed.
 //
 // # Errors
 //
 // Errors are JSON objects {"error": "...", "field": "..."}, field naming
 // the request field at fault when there is one: 400 invalid input, 401 not
 // authenticated, 403 not allowed (or missing CSRF token), 404 not found or
-// not visible, 409 conflict, 413 body too large, 415 not JSON, 429 login
-// throttled, 503 relay engine not running.
+// not visible, 409 conflict, 413 body too large, 415 wrong media type, 422
+// a mailbox address outside its domain, 429 login throttled or an import
+// running, 501 no mailbox store, 503 relay engine or mailbox store not
+// running.
 //
 // The engine wires the server to the spool, the registry and the relay
 // engine through the small interfaces in deps.go.

@@ -205,3 +205,51 @@ func TestRelayStatusUnknownWithoutRelay(t *testing.T) {
 	}
 	expect(t, "flush without relay", op.do("POST", "/api/v1/domains/"+acmeDom+"/queue/flush", nil), http.StatusServiceUnavailable)
 }
+
+// TestDomainOutboundSmarthost checks that outbound_smarthost round-trips
+// through create, get, update and clear, and is validated and audited.
+func TestDomainOutboundSmarthost(t *testing.T) {
+	e := newEnv(t)
+	alice := e.login("alice", alicePass)
+	r := alice.do("POST", "/api/v1/domains", map[string]any{"name": "both.example", "mode": "both", "relay_host": "mx.both.example",
+		"outbound_smarthost": "SMTP.Provider.example"})
+	expect(t, "create", r, http.StatusCreated)
+	var dv domainView
+	r.json(t, &dv)
+	if dv.OutboundSmarthost != "smtp.provider.example:25" {
+		t.Fatalf("created with outbound_smarthost %q", dv.OutboundSmarthost)
+	}
+	alice.do("GET", "/api/v1/domains/both.example", nil).json(t, &dv)
+	if dv.OutboundSmarthost != "smtp.provider.example:25" {
+		t.Fatalf("read back %q", dv.OutboundSmarthost)
+	}
+	r = alice.do("PUT", "/api/v1/domains/both.example", map[string]any{"outbound_smarthost": "[2001:db8::25]:587"})
+	expect(t, "update", r, http.StatusOK)
+	r.json(t, &dv)
+	if dv.OutboundSmarthost != "[2001:db8::25]:587" || dv.RelayHost != "mx.both.example:25" {
+		t.Fatalf("updated %+v", dv.Domain)
+	}
+	r = alice.do("PUT", "/api/v1/domains/both.example", map[string]any{"monitoring": true})
+	expect(t, "update without the field", r, http.StatusOK)
+	r.json(t, &dv)
+	if dv.OutboundSmarthost != "[2001:db8::25]:587" {
+		t.Fatalf("a PUT without the field changed it to %q", dv.OutboundSmarthost)
+	}
+	r = alice.do("PUT", "/api/v1/domains/both.example", map[string]any{"outbound_smarthost": "smtp.provider.example:0"})
+	expect(t, "invalid", r, http.StatusBadRequest)
+	if f := r.errField(t); f != "outbound_smarthost" {
+		t.Errorf("field %q", f)
+	}
+	r = alice.do("PUT", "/api/v1/domains/both.example", map[string]any{"outbound_smarthost": ""})
+	expect(t, "clear", r, http.StatusOK)
+	dv = domainView{}
+	r.json(t, &dv)
+	if d, _ := e.reg.Get("both.example"); dv.OutboundSmarthost != "" || d.OutboundSmarthost != "" {
+		t.Fatalf("not cleared: %q / %q", dv.OutboundSmarthost, d.OutboundSmarthost)
+	}
+	evs, _, _ := e.srv.Events().List(eventsQuery(events.DomainUpdated))
+	if len(evs) != 3 || !strings.Contains(evs[2].Detail, "outbound_smarthost smtp.provider.example:25 → [2001:db8::25]:587") ||
+		!strings.Contains(evs[0].Detail, "outbound_smarthost [2001:db8::25]:587 → ") {
+		t.Fatalf("update events %+v", evs)
+	}
+}

@@ -26,6 +26,8 @@ type loginResponse struct {
 	Role      string    `json:"role"`
 	Account   string    `json:"account"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Mailboxes: see meResponse.
+	Mailboxes bool `json:"mailboxes"`
 }
 
 // handleLogin checks a user name and password, throttling failures per
@@ -87,7 +89,7 @@ func (s *Server) handleLogin(ctx *fasthttp.RequestCtx) {
 	s.events.Record(events.Event{Type: events.Login, Actor: u.Username, Account: u.Account, Detail: "session from " + ip})
 	s.log.Info("login", zap.String("username", u.Username), zap.String("remote-ip", ip))
 	writeJSON(ctx, fasthttp.StatusOK, loginResponse{CSRFToken: sess.CSRF, Username: u.Username, Role: u.Role,
-		Account: u.Account, ExpiresAt: sess.ExpiresAt})
+		Account: u.Account, ExpiresAt: sess.ExpiresAt, Mailboxes: s.deps.Mailboxes != nil})
 }
 
 // setCookie sets (ttl > 0) or clears (ttl <= 0) the session cookie.
@@ -126,13 +128,16 @@ type meResponse struct {
 	Account   string `json:"account"`
 	Via       string `json:"via"`
 	CSRFToken string `json:"csrf_token,omitempty"`
+	// Mailboxes tells the portal whether the node keeps shadow mailboxes
+	// (domains in mode "both").
+	Mailboxes bool `json:"mailboxes"`
 }
 
 // handleMe returns the current user; for a session also its CSRF token,
 // so the portal keeps working after a page reload.
 func (s *Server) handleMe(ctx *fasthttp.RequestCtx, p *principal) {
 	writeJSON(ctx, fasthttp.StatusOK, meResponse{Username: p.user.Username, Role: p.user.Role,
-		Account: p.user.Account, Via: p.via, CSRFToken: p.session.CSRF})
+		Account: p.user.Account, Via: p.via, CSRFToken: p.session.CSRF, Mailboxes: s.deps.Mailboxes != nil})
 }
 
 func (s *Server) handleListAccounts(ctx *fasthttp.RequestCtx, p *principal) {

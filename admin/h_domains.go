@@ -148,6 +148,18 @@ func (s *Server) handleCreateDomain(ctx *fasthttp.RequestCtx, p *principal) {
 	if !decodeJSON(ctx, &d) || !s.checkAccount(ctx, p, &d) {
 		return
 	}
+	if n, err := registry.NormalizeName(d.Name); err == nil {
+		if _, err := s.deps.Domains.Get(n); errors.Is(err, registry.ErrNotFound) {
+			// A new domain starts without mailboxes, even if an earlier
+			// deletion of the same name failed to remove them.
+			if left, err := s.deleteMailboxes(n); err != nil {
+				s.writeErr(ctx, err)
+				return
+			} else if left > 0 {
+				s.log.Warn("leftover mailboxes deleted", zap.String("domain", n), zap.Int("mailboxes", left))
+			}
+		}
+	}
 	stored, err := s.deps.Domains.Create(d)
 	if err != nil {
 		s.writeErr(ctx, err)
@@ -205,6 +217,7 @@ func domainDiff(a, b registry.Domain) string {
 	add("allowed_sources", a.AllowedSources, b.AllowedSources)
 	add("retention_days", a.RetentionDays, b.RetentionDays)
 	add("require_tls", a.RequireTLS, b.RequireTLS)
+	add("outbound_smarthost", a.OutboundSmarthost, b.OutboundSmarthost)
 	add("account", a.Account, b.Account)
 	if len(ch) == 0 {
 		return "no change"
@@ -235,16 +248,41 @@ func (s *Server) handleDeleteDomain(ctx *fasthttp.RequestCtx, p *principal) {
 		return
 	}
 	deleted, err := s.purgeQueue(d.Name, p.actor())
-	detail := "domain deleted"
+	mailboxes, merr := s.deleteMailboxes(d.Name)
+	var with []string
 	if deleted > 0 {
-		detail = fmt.Sprintf("domain deleted with %d queued messages", deleted)
+		with = append(with, fmt.Sprintf("%d queued messages", deleted))
+	}
+	if mailboxes > 0 {
+		with = append(with, fmt.Sprintf("%d mailboxes", mailboxes))
+	}
+	detail := "domain deleted"
+	if len(with) > 0 {
+		detail += " with " + strings.Join(with, " and ")
 	}
 	s.events.Record(events.Event{Type: events.DomainDeleted, Actor: p.actor(), Domain: d.Name, Account: d.Account, Detail: detail})
+	if err == nil {
+		err = merr
+	}
 	if err != nil {
 		s.writeErr(ctx, err)
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"deleted": d.Name, "deleted_messages": deleted})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"deleted": d.Name, "deleted_messages": deleted, "deleted_mailboxes": mailboxes})
+}
+
+// deleteMailboxes removes the mailbox users of a domain, if the node keeps
+// mailboxes. Leftovers must not survive the domain: whoever creates the
+// domain next, possibly another account, would get them.
+func (s *Server) deleteMailboxes(domain string) (int, error) {
+	if s.deps.Mailboxes == nil {
+		return 0, nil
+	}
+	n, err := s.deps.Mailboxes.DeleteDomain(domain)
+	if err != nil {
+		return n, fmt.Errorf("admin: delete mailboxes of %s: %w", domain, err)
+	}
+	return n, nil
 }
 
 // purgeQueue deletes every message queued for domain and returns how many

@@ -23,6 +23,7 @@ import (
 	"github.com/mxcont/mxcont/admin/auth"
 	"github.com/mxcont/mxcont/admin/events"
 	"github.com/mxcont/mxcont/engine/registry"
+	"github.com/mxcont/mxcont/mailbox"
 	"github.com/mxcont/mxcont/spool"
 )
 
@@ -90,6 +91,9 @@ type env struct {
 	sp    *spool.Spool
 	relay *fakeRelay
 	logs  *observer.ObservedLogs
+	// mb is the mailbox store (newMailboxEnv only), mbLogs its log.
+	mb     *mailbox.Store
+	mbLogs *observer.ObservedLogs
 }
 
 type envOption func(*Config, *Deps)
@@ -102,6 +106,44 @@ func newEnv(t testing.TB, opts ...envOption) *env {
 	e := newBareEnv(t, opts...)
 	e.fixture()
 	return e
+}
+
+// newMailboxEnv is newEnv with a real mailbox store (cheap password
+// hashing) whose log is captured in e.mbLogs, and with acme.example and
+// globex.example in mode "both".
+func newMailboxEnv(t testing.TB, opts ...envOption) *env {
+	t.Helper()
+	obsCore, logs := observer.New(zap.DebugLevel)
+	log := zap.New(zapcore.NewTee(obsCore, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)).Core()))
+	mb, err := mailbox.Open(log.Named("mailbox"), mailbox.Config{Dir: t.TempDir(), Hash: auth.Params{Memory: 64, Time: 1, Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { // runs after the server's cleanup
+		if err := mb.Close(); err != nil {
+			t.Errorf("mailbox close: %v", err)
+		}
+	})
+	opts = append([]envOption{func(_ *Config, d *Deps) { d.Mailboxes = mb }}, opts...)
+	e := newEnv(t, opts...)
+	e.mb, e.mbLogs = mb, logs
+	for _, name := range []string{acmeDom, globexDom} {
+		e.setMode(name, registry.ModeBoth)
+	}
+	return e
+}
+
+// setMode changes a domain's mode in the registry.
+func (e *env) setMode(name, mode string) {
+	e.t.Helper()
+	d, err := e.reg.Get(name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d.Mode = mode
+	if _, err := e.reg.Put(d); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // newBareEnv starts a server on empty stores.
@@ -329,4 +371,13 @@ func expect(t testing.TB, what string, r response, want int) {
 	if r.status != want {
 		t.Fatalf("%s: status %d, want %d; body %s", what, r.status, want, r.body)
 	}
+}
+
+// logText renders a captured log entry, message and fields, for searching.
+func logText(le observer.LoggedEntry) string {
+	enc := zapcore.NewMapObjectEncoder()
+	for _, f := range le.Context {
+		f.AddTo(enc)
+	}
+	return le.Message + " " + fmt.Sprint(enc.Fields)
 }

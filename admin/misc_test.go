@@ -12,7 +12,6 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/mxcont/mxcont/admin/events"
 	"github.com/mxcont/mxcont/engine/registry"
@@ -182,7 +181,9 @@ func TestPortal(t *testing.T) {
 	}
 	for _, id := range []string{"login-username", "login-password", "login-submit", "add-domain-form", "domain-table",
 		"queue-domain-select", "load-queue", "queue-table", "events-table", "dashboard-table", "outage-banner", "queue-chart",
-		"domain-mode-note", "edit-domain-form", "queue-delete-selected", "message-view"} {
+		"domain-mode-note", "edit-domain-form", "queue-delete-selected", "message-view",
+		"domain-outbound-smarthost", "edit-outbound-smarthost", "edit-mailboxes-link", "view-mailboxes", "mailboxes-domain-select",
+		"mailbox-table", "add-mailbox-form", "reset-mailbox-form", "import-mailboxes-form", "import-file", "import-text", "import-failures"} {
 		if !strings.Contains(string(r.body), `id="`+id+`"`) {
 			t.Errorf("index lacks #%s", id)
 		}
@@ -194,7 +195,7 @@ func TestPortal(t *testing.T) {
 	if !strings.Contains(csp, "default-src 'self'") || r.header.Get("X-Frame-Options") != "DENY" {
 		t.Errorf("security headers: CSP %q", csp)
 	}
-	for _, f := range []string{"/core.js", "/dashboard.js", "/domains.js", "/queue.js", "/events.js", "/style.css", "/favicon.svg"} {
+	for _, f := range []string{"/core.js", "/dashboard.js", "/domains.js", "/queue.js", "/events.js", "/mailboxes.js", "/style.css", "/favicon.svg"} {
 		r := anon.do("GET", f, nil)
 		expect(t, f, r, http.StatusOK)
 		if strings.Contains(string(r.body), "cdn.") || strings.Contains(string(r.body), "fonts.googleapis") {
@@ -268,11 +269,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 		t.Fatalf("only %d log entries captured", len(entries))
 	}
 	for _, le := range entries {
-		enc := zapcore.NewMapObjectEncoder()
-		for _, f := range le.Context {
-			f.AddTo(enc)
-		}
-		text := le.Message + " " + fmt.Sprint(enc.Fields)
+		text := logText(le)
 		for _, s := range secrets {
 			if strings.Contains(text, s) {
 				t.Errorf("log entry %q contains a secret", text)

@@ -76,6 +76,12 @@ func (s *Server) handler() fasthttp.RequestHandler {
 	a("GET", "/api/v1/users", s.handleListUsers)
 	a("POST", "/api/v1/users", s.handleCreateUser)
 	a("POST", "/api/v1/tokens", s.handleCreateToken)
+	a("GET", "/api/v1/domains/{domain}/mailboxes", s.handleListMailboxes)
+	a("POST", "/api/v1/domains/{domain}/mailboxes", s.handleCreateMailbox)
+	a("GET", "/api/v1/domains/{domain}/mailboxes/{address}", s.handleGetMailbox)
+	a("PUT", "/api/v1/domains/{domain}/mailboxes/{address}", s.handleSetMailboxPassword)
+	a("DELETE", "/api/v1/domains/{domain}/mailboxes/{address}", s.handleDeleteMailbox)
+	r.POST("/api/v1/domains/{domain}/mailboxes/import", s.authedBody(s.handleImportMailboxes, mediaCSV))
 
 	r.NotFound = func(ctx *fasthttp.RequestCtx) {
 		if bytes.HasPrefix(ctx.Path(), []byte("/api/")) {
@@ -129,9 +135,21 @@ func methodLabel(ctx *fasthttp.RequestCtx) string {
 	return "OTHER"
 }
 
+// Media types of request bodies.
+const (
+	mediaJSON = "application/json"
+	mediaCSV  = "text/csv"
+)
+
 // authed wraps h with authentication, the CSRF check and the JSON body
 // check.
 func (s *Server) authed(h authHandler) fasthttp.RequestHandler {
+	return s.authedBody(h, mediaJSON)
+}
+
+// authedBody is authed for a handler whose request body, if any, is of
+// media type mediaType.
+func (s *Server) authedBody(h authHandler, mediaType string) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
 		p, status, msg := s.authenticate(ctx)
 		if p == nil {
@@ -146,8 +164,8 @@ func (s *Server) authed(h authHandler) fasthttp.RequestHandler {
 				writeError(ctx, fasthttp.StatusForbidden, "missing or invalid CSRF token (X-CSRF-Token header)", "")
 				return
 			}
-			if len(ctx.PostBody()) > 0 && !isJSON(ctx) {
-				writeError(ctx, fasthttp.StatusUnsupportedMediaType, "request body must be application/json", "")
+			if len(ctx.PostBody()) > 0 && !hasMediaType(ctx, mediaType) {
+				writeError(ctx, fasthttp.StatusUnsupportedMediaType, "request body must be "+mediaType, "")
 				return
 			}
 		}
@@ -191,10 +209,14 @@ func validCSRF(ctx *fasthttp.RequestCtx, want string) bool {
 	return len(got) > 0 && want != "" && subtle.ConstantTimeCompare(got, []byte(want)) == 1
 }
 
-func isJSON(ctx *fasthttp.RequestCtx) bool {
+func isJSON(ctx *fasthttp.RequestCtx) bool { return hasMediaType(ctx, mediaJSON) }
+
+// hasMediaType reports whether the request's Content-Type is mediaType
+// (parameters such as charset are ignored).
+func hasMediaType(ctx *fasthttp.RequestCtx, mediaType string) bool {
 	ct := string(ctx.Request.Header.ContentType())
 	mt, _, _ := strings.Cut(ct, ";")
-	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
+	return strings.EqualFold(strings.TrimSpace(mt), mediaType)
 }
 
 // operatorOnly answers 403 for non-operators and reports whether p is one.

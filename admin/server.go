@@ -96,6 +96,10 @@ type Deps struct {
 	// Relay is the relay engine; nil reports every domain as "unknown"
 	// and refuses flushes with 503.
 	Relay Relay
+	// Mailboxes is the shadow mailbox store of domains in mode "both"; nil
+	// when the node keeps no mailboxes: the mailbox endpoints then answer
+	// 501 and deleting a domain deletes no mailboxes.
+	Mailboxes Mailboxes
 	// DB is the bbolt database shared with the registry (required); the
 	// server keeps its buckets "accounts", "users", "sessions", "tokens"
 	// and "events" in it. The caller closes it after Shutdown.
@@ -121,6 +125,8 @@ type Server struct {
 	met    *httpMetrics
 	http   *fasthttp.Server
 	portal *portal
+	// imports admits one mailbox CSV import at a time.
+	imports chan struct{}
 
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -154,11 +160,12 @@ func New(log *zap.Logger, cfg Config, deps Deps) (*Server, error) {
 	}
 	s := &Server{
 		log: log, cfg: cfg, deps: deps, auth: as, events: ev,
-		users: auth.NewThrottle(cfg.UserThrottle),
-		ips:   auth.NewThrottle(cfg.IPThrottle),
-		hist:  newHistory(cfg.HistorySamples),
-		reg:   deps.Metrics,
-		stop:  make(chan struct{}),
+		users:   auth.NewThrottle(cfg.UserThrottle),
+		ips:     auth.NewThrottle(cfg.IPThrottle),
+		hist:    newHistory(cfg.HistorySamples),
+		reg:     deps.Metrics,
+		stop:    make(chan struct{}),
+		imports: make(chan struct{}, 1),
 	}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()

@@ -1,10 +1,3 @@
-// Package mailbox keeps the shadow mailboxes of domains in mode "both":
-// mailbox users (address + argon2id password hash), their folders (INBOX,
-// Sent, Drafts, Trash) and messages, stored crash-safely in the data
-// directory. The acceptor files a copy of every message for a mailbox user
-// (Deliver) before it answers 250; the IMAP server (package imapd) and the
-// submission server read and write through the Store. Shadow copies are
-// purged a configurable time after the domain's outage ends.
 package mailbox
 
 import (

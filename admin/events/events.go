@@ -47,6 +47,10 @@ const (
 	AccountCreated = "account-created"
 	UserCreated    = "user-created"
 	TokenCreated   = "token-created"
+	// Mailbox users of domains in mode "both".
+	MailboxCreated       = "mailbox-created"
+	MailboxDeleted       = "mailbox-deleted"
+	MailboxPasswordReset = "mailbox-password-reset"
 )
 
 // Event is one entry of the log.

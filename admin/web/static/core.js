@@ -47,10 +47,15 @@ class ApiError extends Error {
 }
 MX.ApiError = ApiError;
 
-// api calls the JSON API and returns the decoded body; errors throw ApiError.
-MX.api = async function (method, path, body) {
+// api calls the JSON API and returns the decoded body (null for 204);
+// errors throw ApiError. body is sent as JSON, or as is when contentType is
+// given (e.g. 'text/csv').
+MX.api = async function (method, path, body, contentType) {
   const opts = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
-  if (body !== undefined) {
+  if (body !== undefined && contentType) {
+    opts.headers['Content-Type'] = contentType;
+    opts.body = body;
+  } else if (body !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(body);
   }
@@ -183,6 +188,8 @@ MX.fillAccountSelect = async function (select, value) {
 };
 
 MX.isOperator = () => !!MX.me && MX.me.role === 'operator';
+// hasMailboxes: the node keeps shadow mailboxes for domains in mode "both".
+MX.hasMailboxes = () => !!MX.me && !!MX.me.mailboxes;
 
 // Login and session.
 MX.showLogin = function (msg) {
@@ -223,7 +230,7 @@ async function login(ev) {
     const r = await MX.api('POST', '/api/v1/login', { username: user, password: pass });
     MX.$('#login-password').value = '';
     MX.csrf = r.csrf_token;
-    signedIn({ username: r.username, role: r.role, account: r.account, csrf_token: r.csrf_token });
+    signedIn({ username: r.username, role: r.role, account: r.account, csrf_token: r.csrf_token, mailboxes: r.mailboxes });
   } catch (e) {
     box.textContent = e.status === 401 ? 'Wrong username or password.' : e.message;
     box.hidden = false;

@@ -12,12 +12,21 @@
       require_tls: $(`#${p}require-tls`).checked,
       alert_emails: MX.splitList($(`#${p}alert-emails`).value),
       allowed_sources: MX.splitList($(`#${p}allowed-sources`).value),
+      outbound_smarthost: $(`#${p}outbound-smarthost`).value.trim(),
     };
     const days = $(`#${p}retention-days`).value.trim();
     if (days !== '') d.retention_days = Number(days);
     if (MX.isOperator()) d.account = $(`#${p}account`).value;
     return d;
   }
+
+  // showModeFields shows the fields that only matter in mode "both" (form
+  // prefix "domain-" or "edit-").
+  function showModeFields(p) {
+    $(`#${p}smarthost-field`).hidden = $(`#${p}mode`).value !== 'both';
+  }
+
+  const mailboxesHash = (name) => '#/mailboxes?domain=' + encodeURIComponent(name);
 
   function monitoringText(d) {
     if (!d.monitoring) return 'Off';
@@ -36,6 +45,9 @@
       el('td', { class: 'num' }, el('a', { href: '#/queue?domain=' + encodeURIComponent(d.name), text: MX.fmtNum(d.status.queued_messages) })),
       MX.isOperator() ? el('td', { text: d.account || '–' }) : null,
       el('td', {}, el('div', { class: 'row-actions' },
+        d.mode === 'both' && MX.hasMailboxes()
+          ? el('a', { class: 'btn ghost small mailboxes-domain', href: mailboxesHash(d.name), dataset: { domain: d.name }, text: 'Mailboxes' })
+          : null,
         el('button', { type: 'button', class: 'btn ghost small edit-domain', dataset: { domain: d.name }, text: 'Edit', onclick: () => MX.go('#/domains?edit=' + encodeURIComponent(d.name)) }),
         el('button', { type: 'button', class: 'btn danger small delete-domain', dataset: { domain: d.name }, text: 'Delete', onclick: () => del(d) }))))));
     MX.labelCells($('#domain-table'));
@@ -52,6 +64,7 @@
     MX.clearErrors(f, $('#add-domain-error'));
     $('#edit-domain-panel').hidden = true;
     $('#add-domain-panel').hidden = false;
+    showModeFields('domain-');
     MX.fillAccountSelect($('#domain-account'), '');
     $('#domain-name').focus();
   }
@@ -94,6 +107,11 @@
     $('#edit-require-tls').checked = d.require_tls;
     $('#edit-alert-emails').value = (d.alert_emails || []).join('\n');
     $('#edit-allowed-sources').value = (d.allowed_sources || []).join('\n');
+    $('#edit-outbound-smarthost').value = d.outbound_smarthost || '';
+    showModeFields('edit-');
+    const link = $('#edit-mailboxes-link');
+    link.href = mailboxesHash(d.name);
+    link.hidden = d.mode !== 'both' || !MX.hasMailboxes();
     await MX.fillAccountSelect($('#edit-account'), d.account);
     $('#edit-domain-panel').hidden = false;
     $('#edit-relay-host').focus();
@@ -121,7 +139,8 @@
   }
 
   async function del(d) {
-    if (!confirm(`Delete the domain ${d.name}? Mail for it will be refused from now on.`)) return;
+    const boxes = d.mode === 'both' && MX.hasMailboxes() ? ' Its mailboxes and their mail are deleted too.' : '';
+    if (!confirm(`Delete the domain ${d.name}? Mail for it will be refused from now on.${boxes}`)) return;
     const path = '/api/v1/domains/' + encodeURIComponent(d.name);
     try {
       await MX.api('DELETE', path);
@@ -149,5 +168,7 @@
     $('#domain-cancel').addEventListener('click', () => { $('#add-domain-panel').hidden = true; });
     $('#edit-domain-form').addEventListener('submit', submitEdit);
     $('#edit-cancel').addEventListener('click', () => { $('#edit-domain-panel').hidden = true; MX.go('#/domains'); });
+    $('#domain-mode').addEventListener('change', () => showModeFields('domain-'));
+    $('#edit-mode').addEventListener('change', () => showModeFields('edit-'));
   });
 })();

@@ -10,6 +10,7 @@
     'login': 'Login', 'login-failed': 'Failed login', 'logout': 'Logout',
     'message-deleted': 'Message deleted', 'message-retried': 'Message retried', 'queue-flushed': 'Queue flushed',
     'account-created': 'Account created', 'user-created': 'User created', 'token-created': 'API token created',
+    'mailbox-created': 'Mailbox added', 'mailbox-deleted': 'Mailbox deleted', 'mailbox-password-reset': 'Mailbox password reset',
   };
 
   function row(e) {
