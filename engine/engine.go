@@ -22,9 +22,13 @@ import (
 
 	"github.com/mxcont/mxcont/admin"
 	"github.com/mxcont/mxcont/engine/registry"
+	"github.com/mxcont/mxcont/mailbox"
+	"github.com/mxcont/mxcont/mailbox/imapd"
+	"github.com/mxcont/mxcont/outbound"
 	"github.com/mxcont/mxcont/relayq"
 	"github.com/mxcont/mxcont/smtpd"
 	"github.com/mxcont/mxcont/spool"
+	"github.com/mxcont/mxcont/submit"
 )
 
 // Config is everything a node needs. cmd/mxcont fills it from flags and
@@ -34,6 +38,11 @@ type Config struct {
 	Hostname string // banners, EHLO, Received (default: os.Hostname)
 	SMTPAddr string // required
 	HTTPAddr string // admin API and portal; empty: none
+
+	// IMAPAddr (STARTTLS) and IMAPSAddr (implicit TLS) serve the shadow
+	// mailboxes of mode-both domains, SubmissionAddr takes their users'
+	// replies; empty: none.
+	IMAPAddr, IMAPSAddr, SubmissionAddr string
 
 	// TLSCertFile and TLSKeyFile are a PEM pair for STARTTLS. Empty: a
 	// self-signed certificate is generated once under DataDir/tls.
@@ -47,6 +56,11 @@ type Config struct {
 	SMTP  smtpd.Config  // Hostname, TLSConfig and Metrics are filled in
 	Relay relayq.Config // Hostname, OwnAddrs and Metrics are filled in
 	Admin admin.Config
+
+	Mailbox  mailbox.Config  // Dir is DataDir/mailbox; Outages is the node
+	Outbound outbound.Config // Dir is DataDir/outbound; Hostname and Route are filled in
+	Submit   submit.Config   // Hostname and TLSConfig filled in; InsecureAuth defaults to loopback
+	IMAP     imapd.Config    // Hostname and TLS filled in; InsecureAuth defaults to loopback
 }
 
 // Node is a running (or ready) mxcont node.
@@ -60,9 +74,19 @@ type Node struct {
 	relay *relayq.Queue
 	admin *admin.Server
 	prom  *prometheus.Registry
+	tls   *tls.Config
 
-	smtpLn, httpLn net.Listener
-	adminPassword  string
+	metrics *metrics
+	mb      *mailbox.Store
+	shadow  shadowFiler
+	out     *outbound.Queue
+	sub     *submit.Server
+	imap    *imapd.Server
+
+	smtpLn, httpLn         net.Listener
+	imapLn, imapsLn, subLn net.Listener
+	purgeStop              chan struct{}
+	adminPassword          string
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -94,6 +118,7 @@ func New(log *zap.Logger, cfg Config) (n *Node, err error) {
 		}
 	}()
 	m := newMetrics(n.prom)
+	n.metrics = m
 	n.prom.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	scfg := cfg.Spool
@@ -114,12 +139,14 @@ func New(log *zap.Logger, cfg Config) (n *Node, err error) {
 		}
 	}
 
-	tlsCfg, err := n.tlsConfig()
-	if err != nil {
+	if n.tls, err = n.tlsConfig(); err != nil {
+		return nil, err
+	}
+	if err := n.openBoth(m); err != nil {
 		return nil, err
 	}
 	sc := cfg.SMTP
-	sc.Hostname, sc.TLSConfig, sc.Metrics = cfg.Hostname, tlsCfg, m
+	sc.Hostname, sc.TLSConfig, sc.Metrics, sc.Shadow = cfg.Hostname, n.tls, m, n.shadow
 	if n.smtp, err = smtpd.New(log.Named("smtpd"), sc, n.reg, n.sp); err != nil {
 		return nil, err
 	}
@@ -133,6 +160,7 @@ func New(log *zap.Logger, cfg Config) (n *Node, err error) {
 	if cfg.HTTPAddr != "" {
 		n.admin, err = admin.New(log.Named("admin"), cfg.Admin, admin.Deps{
 			Domains: n.reg, Spool: n.sp, Relay: relayAdapter{n.relay}, DB: n.db, Metrics: n.prom,
+			Mailboxes: n.mb,
 		})
 		if err != nil {
 			return nil, err
@@ -203,13 +231,22 @@ func (n *Node) Start() error {
 			return fmt.Errorf("engine: http listener: %w", err)
 		}
 	}
+	if err := n.startBoth(); err != nil {
+		for _, ln := range []net.Listener{n.smtpLn, n.httpLn, n.imapLn, n.imapsLn, n.subLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		return err
+	}
 	n.relay.Start()
 	n.serve("smtp", func() error { return n.smtp.Serve(n.smtpLn) })
 	if n.admin != nil {
 		n.serve("http", func() error { return n.admin.Serve(n.httpLn) })
 	}
 	n.log.Info("node started", zap.String("smtp-addr", n.SMTPAddr()), zap.String("http-addr", n.HTTPAddr()),
-		zap.String("hostname", n.cfg.Hostname))
+		zap.String("imap-addr", n.IMAPAddr()), zap.String("imaps-addr", n.IMAPSAddr()),
+		zap.String("submission-addr", n.SubmissionAddr()), zap.String("hostname", n.cfg.Hostname))
 	return nil
 }
 
@@ -235,6 +272,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.admin != nil && n.httpLn != nil {
 			errs = append(errs, n.admin.Shutdown(ctx))
 		}
+		errs = append(errs, n.shutdownBoth(ctx)...)
 		errs = append(errs, n.relay.Stop(ctx))
 		n.wg.Wait()
 		errs = append(errs, n.closeStores())
@@ -245,6 +283,12 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) closeStores() error {
 	var errs []error
+	if n.out != nil {
+		errs = append(errs, n.out.Stop(context.Background())) // closes its spool; a no-op after shutdownBoth
+	}
+	if n.mb != nil {
+		errs = append(errs, n.mb.Close())
+	}
 	if n.sp != nil {
 		errs = append(errs, n.sp.Close())
 	}

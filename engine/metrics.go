@@ -20,6 +20,8 @@ type metrics struct {
 	probeSeconds  prometheus.Histogram
 	domainsDown   prometheus.Gauge
 	spoolDamage   prometheus.Counter
+	shadowFiled   prometheus.Counter
+	shadowPurged  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,9 +49,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mxcont_relay_domains_down", Help: "Domains whose relay host is down."}),
 		spoolDamage: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxcont_spool_damaged_entries_total", Help: "WAL entries found damaged and moved aside by repair at start."}),
+		shadowFiled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxcont_shadow_messages_filed_total", Help: "Messages filed into shadow mailboxes (one per mailbox user)."}),
+		shadowPurged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mxcont_shadow_messages_purged_total", Help: "Shadow mailbox messages purged after their keep time."}),
 	}
 	reg.MustRegister(m.accepted, m.acceptedBytes, m.rejected, m.fsync, m.batch, m.recipients,
-		m.probes, m.probeSeconds, m.domainsDown, m.spoolDamage)
+		m.probes, m.probeSeconds, m.domainsDown, m.spoolDamage, m.shadowFiled, m.shadowPurged)
 	return m
 }
 

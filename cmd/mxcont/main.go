@@ -17,6 +17,8 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mxcont/mxcont/engine"
+	"github.com/mxcont/mxcont/mailbox"
+	"github.com/mxcont/mxcont/outbound"
 	"github.com/mxcont/mxcont/relayq"
 	"github.com/mxcont/mxcont/smtpd"
 	"github.com/mxcont/mxcont/spool"
@@ -109,6 +111,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			pw, "MXCONT_ADMIN_PASSWORD")
 	}
 	fmt.Fprintf(stderr, "mxcont: SMTP on %s, admin portal on http://%s/\n", node.SMTPAddr(), node.HTTPAddr())
+	if a := node.IMAPAddr(); a != "" {
+		fmt.Fprintf(stderr, "mxcont: IMAP (shadow mailboxes) on %s\n", a)
+	}
+	if a := node.SubmissionAddr(); a != "" {
+		fmt.Fprintf(stderr, "mxcont: submission on %s\n", a)
+	}
 	if len(cfg.Domains) > 0 {
 		fmt.Fprintf(stderr, "mxcont: try: swaks --server %s --to user@%s\n", node.SMTPAddr(), cfg.Domains[0].Name)
 	}
@@ -136,13 +144,18 @@ func engineConfig(c *fileConfig) engine.Config {
 		proxy = append(proxy, netip.MustParsePrefix(p)) // validated
 	}
 	return engine.Config{
-		DataDir:     c.DataDir,
-		Hostname:    c.Hostname,
-		SMTPAddr:    c.SMTPAddr,
-		HTTPAddr:    c.HTTPAddr,
-		TLSCertFile: c.TLSCert,
-		TLSKeyFile:  c.TLSKey,
-		Domains:     c.Domains,
+		DataDir:        c.DataDir,
+		Hostname:       c.Hostname,
+		SMTPAddr:       c.SMTPAddr,
+		HTTPAddr:       c.HTTPAddr,
+		IMAPAddr:       c.IMAPAddr,
+		IMAPSAddr:      c.IMAPSAddr,
+		SubmissionAddr: c.SubmissionAddr,
+		Mailbox:        mailbox.Config{Keep: c.ShadowKeep},
+		Outbound:       outbound.Config{Smarthost: c.OutboundSmarthost},
+		TLSCertFile:    c.TLSCert,
+		TLSKeyFile:     c.TLSKey,
+		Domains:        c.Domains,
 		// The spool's own limit is a safety net above smtpd's: the trace
 		// header and CRLF normalisation (a bare LF becomes two bytes) grow
 		// a message after smtpd has counted it.

@@ -99,10 +99,16 @@ func tail(s string, n int) string {
 // ports, fast probes, and the operator "admin" with the given password.
 func startNode(t *testing.T, password string) *engine.Node {
 	t.Helper()
+	return startNodeWith(t, password, nil)
+}
+
+// startNodeWith is startNode with a hook to change the configuration.
+func startNodeWith(t *testing.T, password string, mod func(*engine.Config)) *engine.Node {
+	t.Helper()
 	t.Setenv(admin.EnvAdminPassword, password)
 	logs := &syncBuffer{}
 	log := zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(zap.NewDevelopmentEncoderConfig()), logs, zap.InfoLevel))
-	node, err := engine.New(log, engine.Config{
+	cfg := engine.Config{
 		DataDir:  t.TempDir(),
 		Hostname: "mx.browser.test",
 		SMTPAddr: freeAddr(t),
@@ -117,7 +123,11 @@ func startNode(t *testing.T, password string) *engine.Node {
 		// Sample the queue depth every second, so that the dashboard's chart
 		// has a shape within the test's few seconds.
 		Admin: admin.Config{HistoryInterval: time.Second},
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	node, err := engine.New(log, cfg)
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
