@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/mxcont/mxcont/engine/registry"
@@ -200,6 +201,14 @@ func (n *Node) openBoth(m *metrics) error {
 		return err
 	}
 	n.shadow = shadowFiler{sp: n.sp, mb: n.mb, m: m}
+	mb := n.mb
+	n.prom.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_shadow_users", Help: "Mailbox users of both-mode domains."},
+			func() float64 { u, _, _ := mb.Stats(); return float64(u) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_shadow_messages", Help: "Messages in shadow mailboxes (one per user copy)."},
+			func() float64 { _, msgs, _ := mb.Stats(); return float64(msgs) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_shadow_bytes", Help: "Size of the messages in shadow mailboxes (per user copy)."},
+			func() float64 { _, _, b := mb.Stats(); return float64(b) }))
 
 	oc := cfg.Outbound
 	oc.Dir = filepath.Join(cfg.DataDir, "outbound")
@@ -208,6 +217,12 @@ func (n *Node) openBoth(m *metrics) error {
 	if n.out, err = outbound.Open(n.log.Named("outbound"), oc, localDelivery{n}); err != nil {
 		return err
 	}
+	out := n.out
+	n.prom.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_outbound_queued_messages", Help: "Submitted messages waiting for outbound delivery."},
+			func() float64 { return float64(out.Stats().Messages) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_outbound_queued_bytes", Help: "Bytes of submitted messages waiting for outbound delivery."},
+			func() float64 { return float64(out.Stats().Bytes) }))
 	if cfg.SubmissionAddr != "" {
 		sc := cfg.Submit
 		sc.Hostname, sc.TLSConfig = cfg.Hostname, n.tls
