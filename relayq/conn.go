@@ -1,25 +1,19 @@
 package relayq
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/textproto"
-	"strings"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // deadlineConn puts a deadline on every Read and Write: step from now,
-// but never later than hard (if set). go-smtp sets no deadline while the
-// body is written and clears its own after each command, so its
-// SetDeadline calls are ignored here and ours apply instead.
+// but never later than hard (if set). Callers' SetDeadline calls are
+// ignored and ours apply instead (go-smtp, used for alert mail, clears
+// its own deadline after each command).
 //
 // step and hard are changed only by the goroutine that owns the
 // connection, between operations.
@@ -60,24 +54,6 @@ func (c *deadlineConn) SetReadDeadline(time.Time) error { return nil }
 // SetWriteDeadline ignores the caller's deadline; see deadlineConn.
 func (c *deadlineConn) SetWriteDeadline(time.Time) error { return nil }
 
-// greetedConn replays a 220 greeting before the real stream. We read the
-// server's banner (and do STARTTLS) ourselves, because go-smtp's client
-// has no opportunistic STARTTLS; its NewClient then reads this synthetic
-// greeting and sends its own EHLO.
-type greetedConn struct {
-	net.Conn
-	pre []byte
-}
-
-func (c *greetedConn) Read(p []byte) (int, error) {
-	if len(c.pre) > 0 {
-		n := copy(p, c.pre)
-		c.pre = c.pre[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
 // connectError means the relay host could not be reached or did not
 // greet us properly: the host is down.
 type connectError struct{ err error }
@@ -87,44 +63,12 @@ func (e *connectError) Unwrap() error { return e.err }
 
 var errTLSHandshake = errors.New("STARTTLS handshake failed")
 
-// handshake reads the banner and says EHLO (HELO if EHLO is refused) on a
-// fresh connection, returning the advertised extensions (upper case).
-func handshake(w io.Writer, br *bufio.Reader, hostname string) (map[string]string, error) {
-	tr := textproto.NewReader(br)
-	if _, _, err := tr.ReadResponse(220); err != nil {
-		return nil, fmt.Errorf("banner: %w", err)
-	}
-	if _, err := fmt.Fprintf(w, "EHLO %s\r\n", hostname); err != nil {
-		return nil, fmt.Errorf("ehlo: %w", err)
-	}
-	_, msg, err := tr.ReadResponse(250)
-	var te *textproto.Error
-	if errors.As(err, &te) && (te.Code == 500 || te.Code == 502) {
-		if _, err := fmt.Fprintf(w, "HELO %s\r\n", hostname); err != nil {
-			return nil, fmt.Errorf("helo: %w", err)
-		}
-		if _, _, err := tr.ReadResponse(250); err != nil {
-			return nil, fmt.Errorf("helo: %w", err)
-		}
-		return map[string]string{}, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ehlo: %w", err)
-	}
-	ext := make(map[string]string)
-	lines := strings.Split(msg, "\n")
-	for _, l := range lines[1:] {
-		k, v, _ := strings.Cut(strings.TrimSpace(l), " ")
-		ext[strings.ToUpper(k)] = v
-	}
-	return ext, nil
-}
-
 // pconn is one pooled SMTP connection to a relay host.
 type pconn struct {
 	raw       net.Conn
 	dc        *deadlineConn
-	c         *smtp.Client
+	c         *client
+	dw        dotWriter
 	offered   bool  // the server advertised STARTTLS
 	tls       bool  // STARTTLS succeeded
 	verifyErr error // certificate verification result, when tls
@@ -135,7 +79,7 @@ type pconn struct {
 // quit says QUIT (briefly) and closes the connection.
 func (pc *pconn) quit(timeout time.Duration) {
 	pc.dc.step, pc.dc.hard = timeout, time.Time{}
-	_ = pc.c.Quit()
+	_ = pc.c.cmd(2, "QUIT")
 	_ = pc.raw.Close()
 }
 
@@ -155,7 +99,7 @@ func (pc *pconn) tlsProblem(requireTLS bool) error {
 }
 
 // connect opens a ready-to-use client connection: TCP, banner, EHLO,
-// STARTTLS when offered and wanted, EHLO again through go-smtp.
+// STARTTLS when offered and wanted, then EHLO again over TLS.
 func (p *pool) connect(ctx context.Context, useTLS bool) (*pconn, error) {
 	q := p.q
 	raw, err := q.dialRelay(ctx, p.addr, q.cfg.DialTimeout)
@@ -171,41 +115,37 @@ func (p *pool) connect(ctx context.Context, useTLS bool) (*pconn, error) {
 		}
 	}()
 	dc := &deadlineConn{Conn: raw, step: q.cfg.CommandTimeout}
-	br := bufio.NewReaderSize(dc, 4096)
-	ext, err := handshake(dc, br, q.cfg.Hostname)
-	if err != nil {
+	c := newClient(dc, dc, clientReadBuf, clientWriteBuf)
+	if err := c.greet(q.cfg.Hostname); err != nil {
 		return nil, &connectError{err}
 	}
-	pc := &pconn{raw: raw, dc: dc}
-	_, pc.offered = ext["STARTTLS"]
-	var sc net.Conn = dc
+	pc := &pconn{raw: raw, dc: dc, c: c}
+	pc.offered = c.has("STARTTLS")
 	if pc.offered && useTLS {
-		if _, err := io.WriteString(dc, "STARTTLS\r\n"); err != nil {
-			return nil, &connectError{fmt.Errorf("starttls: %w", err)}
-		}
-		_, _, err := textproto.NewReader(br).ReadResponse(220)
-		var te *textproto.Error
+		err := c.cmd(220, "STARTTLS")
+		var re *replyError
 		switch {
-		case errors.As(err, &te): // refused: go on in plain text
+		case errors.As(err, &re): // refused: go on in plain text
 		case err != nil:
 			return nil, &connectError{fmt.Errorf("starttls: %w", err)}
-		case br.Buffered() > 0:
+		case c.br.Buffered() > 0:
 			return nil, &connectError{errors.New("starttls: data after the 220 reply")}
 		default:
 			tc := tls.Client(dc, p.tlsConfig(pc))
 			if err := tc.HandshakeContext(ctx); err != nil {
 				return nil, fmt.Errorf("%w: %w", errTLSHandshake, err)
 			}
-			sc, pc.tls = tc, true
+			pc.tls = true
+			pc.c = newClient(tc, tc, clientReadBuf, clientWriteBuf)
+			if err := pc.c.hello(q.cfg.Hostname); err != nil {
+				return nil, &connectError{err}
+			}
 		}
 	}
-	if !pc.tls && br.Buffered() > 0 {
+	if pc.c.br.Buffered() > 0 {
 		return nil, &connectError{errors.New("unexpected data from relay host")}
 	}
-	pc.c = smtp.NewClient(&greetedConn{Conn: sc, pre: []byte("220 greeted\r\n")})
-	if err := pc.c.Hello(q.cfg.Hostname); err != nil {
-		return nil, &connectError{fmt.Errorf("ehlo: %w", err)}
-	}
+	pc.dw.reset(pc.c.bw)
 	ok = true
 	return pc, nil
 }
@@ -249,12 +189,10 @@ func (q *Queue) probe(ctx context.Context, hostport string) error {
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
 	dc := &deadlineConn{Conn: raw, step: q.cfg.ProbeTimeout}
-	br := bufio.NewReaderSize(dc, 1024)
-	if _, err := handshake(dc, br, q.cfg.Hostname); err != nil {
+	c := newClient(dc, dc, 1024, 256)
+	if err := c.greet(q.cfg.Hostname); err != nil {
 		return err
 	}
-	if _, err := io.WriteString(dc, "QUIT\r\n"); err == nil {
-		_, _, _ = textproto.NewReader(br).ReadResponse(221)
-	}
+	_ = c.cmd(2, "QUIT")
 	return nil
 }

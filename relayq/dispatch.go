@@ -172,23 +172,46 @@ func (h *host) dispatch(now time.Time) {
 		return
 	}
 	for h.pool.tryAcquire() {
-		for {
-			it, name, ok := h.next(qnow)
-			if !ok {
-				h.pool.release()
-				return
-			}
-			if !q.claimMsg(it.id) {
-				continue // in flight already (e.g. before a relay host change)
-			}
-			ds := h.ds[name]
-			ds.active++
-			h.active++
-			q.wg.Add(1)
-			go h.deliverOne(q.abortCtx, it.id, h.conf[name], it.until)
+		batch, name := h.nextBatch(qnow)
+		if len(batch) == 0 {
+			h.pool.release()
+			return
+		}
+		ds := h.ds[name]
+		ds.active += len(batch)
+		h.active += len(batch)
+		q.wg.Add(1)
+		go h.deliverBatch(q.abortCtx, batch, h.conf[name])
+	}
+}
+
+// nextBatch claims the next messages to try, of one domain: one if they
+// are few, so that the free slots share them; up to maxBatch from a long
+// queue, so that they follow each other on one connection.
+func (h *host) nextBatch(qnow time.Time) ([]queued, string) {
+	var it queued
+	var name string
+	for {
+		var ok bool
+		if it, name, ok = h.next(qnow); !ok {
+			return nil, ""
+		}
+		if h.q.claimMsg(it.id) {
 			break
 		}
+		// in flight already (e.g. before a relay host change)
 	}
+	batch := []queued{it}
+	ds := h.ds[name]
+	want := min(maxBatch, 1+len(ds.buf)/(h.pool.free()+1))
+	for len(batch) < want && len(ds.buf) > 0 {
+		it := ds.buf[0]
+		ds.buf = ds.buf[1:]
+		if h.q.claimMsg(it.id) {
+			batch = append(batch, it)
+		}
+	}
+	return batch, name
 }
 
 // next returns the next message to try, taking the domains in turn.

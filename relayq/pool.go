@@ -45,6 +45,9 @@ func (p *pool) tryAcquire() bool {
 
 func (p *pool) release() { <-p.sem }
 
+// free is the number of slots not taken.
+func (p *pool) free() int { return p.size - len(p.sem) }
+
 // get returns a connection for one message, reused if possible; the
 // caller holds a slot. Connections idle for IdleTimeout are dropped, and
 // so is a plain-text fallback connection when the domain requires TLS and

@@ -76,6 +76,7 @@ type result struct {
 	hostDown  error     // connect failure: the host is down
 	hold      error     // 421 or lost connection: pause the host
 	next      time.Time // retry time of deferred recipients
+	requeue   *queued   // handed back unattempted: to be tried again
 }
 
 func newHost(q *Queue, addr string, o *Outage) *host {
@@ -167,7 +168,7 @@ func (h *host) nextWake(now, reapAt time.Time) time.Duration {
 	if h.state == StateUp {
 		if now.Before(h.holdUntil) {
 			at(h.holdUntil)
-		} else if h.active < h.q.cfg.PoolSize {
+		} else if h.pool.free() > 0 {
 			at(h.rescanAt)
 			if len(h.retries) > 0 {
 				at(h.realTime(h.retries[0]))
@@ -259,6 +260,9 @@ func (h *host) onResult(r result) {
 		ds.active--
 		if ds.endAlert != nil && r.delivered > 0 {
 			ds.endAlert.redelivered++
+		}
+		if r.requeue != nil { // a duplicate in buf is harmless: claims and Get guard
+			ds.buf = append([]queued{*r.requeue}, ds.buf...)
 		}
 	}
 	if !r.next.IsZero() {

@@ -6,9 +6,14 @@
 // that turns down opens an Outage, stored in bbolt; the first success
 // ends it and drains the queues of the host's domains at once, oldest
 // message first, through a bounded pool of reused SMTP connections with a
-// deadline on every step, body writes included. Per recipient, 2xx is
-// delivered, 4xx retried with exponential backoff, 5xx kept as failed
-// with the server's reply; nothing is dropped silently. Mail older than
+// deadline on every step, body writes included. A backlog goes out in
+// batches, each over one connection; when the relay host offers
+// PIPELINING (RFC 2920) a message's MAIL, RCPTs and DATA leave in one
+// write, behind the previous message's body, and outcomes are written to
+// the spool off the connection's path. Bodies are dot-stuffed a line at a
+// time, and a bare CR or LF never reaches the relay host. Per recipient,
+// 2xx is delivered, 4xx retried with exponential backoff, 5xx kept as
+// failed with the server's reply; nothing is dropped silently. Mail older than
 // its domain's retention is expired with an event and an alert. Alerts
 // (outage start after a grace period, end with the redelivered count,
 // queue age thresholds, expiry) go through a smarthost and/or a webhook.
@@ -72,6 +77,7 @@ type Queue struct {
 	inflightMu sync.Mutex
 	inflight   map[spool.ID]struct{}
 
+	recq       chan recJob // to an idle recorder (unbuffered)
 	refreshReq chan struct{}
 	alertCh    chan Alert
 	stopping   chan struct{}
@@ -123,6 +129,7 @@ func New(log *zap.Logger, cfg Config, sp *spool.Spool, db *bbolt.DB, domains Dom
 		doms:       make(map[string]domainConf),
 		restored:   restored,
 		inflight:   make(map[spool.ID]struct{}),
+		recq:       make(chan recJob),
 		refreshReq: make(chan struct{}, 1),
 		alertCh:    make(chan Alert, 1024),
 		stopping:   make(chan struct{}),

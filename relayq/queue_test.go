@@ -3,7 +3,6 @@ package relayq
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -203,30 +202,4 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := New(nil, testConfig(), nil, e.db, e.reg); err == nil {
 		t.Error("nil spool accepted")
 	}
-}
-
-// BenchmarkDrain drains b.N queued 4 KiB messages into an in-process
-// sink (which shares the CPU with the queue).
-func BenchmarkDrain(b *testing.B) {
-	for _, pool := range []int{1, 8} {
-		b.Run(fmt.Sprintf("pool=%d", pool), func(b *testing.B) { benchDrain(b, pool) })
-	}
-}
-
-func benchDrain(b *testing.B, pool int) {
-	e := newEnv(b, func(c *Config) { c.PoolSize = pool })
-	e.quiet = true
-	srv := testutil.StartRelayServer(b, "127.0.0.1:0")
-	e.domain(dom, srv.Addr, nil)
-	msg := body(0, 4096)
-	for range b.N {
-		e.send(dom, msg)
-	}
-	b.SetBytes(int64(len(msg)))
-	b.ResetTimer()
-	start := time.Now()
-	e.start()
-	waitFor(b, 10*time.Minute, "drain", func() bool { return srv.Count() == b.N })
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
