@@ -39,6 +39,21 @@ fuzz:
 	@if ls smtpd/*_test.go >/dev/null 2>&1 && grep -q 'func FuzzSession' smtpd/*_test.go; then \
 		$(GO) test -run '^$$' -fuzz '^FuzzSession$$' -fuzztime $(FUZZTIME) ./smtpd/; fi
 
+## fuzz-ci: every committed fuzz target for FUZZTIME_CI (20s) each, as CI
+## runs it; fails on a crash, or if FuzzSession and FuzzDecodeRecord are gone
+FUZZTIME_CI ?= 20s
+.PHONY: fuzz-ci
+fuzz-ci:
+	@set -e; found=""; for f in $$(git ls-files '*_test.go'); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz-ci: $$t in ./$$(dirname $$f) for $(FUZZTIME_CI)"; found="$$found $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME_CI) ./$$(dirname $$f)/; \
+		done; \
+	done; \
+	for t in FuzzSession FuzzDecodeRecord; do \
+		case " $$found " in *" $$t "*) ;; *) echo "fuzz-ci: $$t not found"; exit 1;; esac; \
+	done
+
 ## bench: the Go benchmarks of the hot paths (see docs/PERFORMANCE.md)
 bench:
 	$(GO) test -run '^$$' -bench 'Append/size=4KiB' -benchtime 20000x ./spool/

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -89,8 +90,27 @@ type node struct {
 	smtpAddr string
 	httpAddr string
 	cmd      *exec.Cmd
-	log      *bytes.Buffer
-	stderr   *bytes.Buffer
+	log      *syncBuffer // stdout: the JSON log, readable while the node runs
+	stderr   *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer that the process's output copier writes
+// while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // startNode writes a config with the given domains YAML and starts mxcont.
@@ -117,7 +137,7 @@ func startNode(t testing.TB, dir, domainsYAML string, extra ...string) *node {
 
 func (n *node) start() {
 	n.t.Helper()
-	n.log, n.stderr = &bytes.Buffer{}, &bytes.Buffer{}
+	n.log, n.stderr = &syncBuffer{}, &syncBuffer{}
 	n.cmd = exec.Command(mxcontBin, "serve", "--config", n.cfgPath)
 	n.cmd.Env = append(os.Environ(), "MXCONT_ADMIN_PASSWORD=e2e-admin-password")
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.stderr
@@ -128,6 +148,9 @@ func (n *node) start() {
 	n.t.Cleanup(func() { n.kill() })
 	waitPort(n.t, n.smtpAddr, 30*time.Second)
 }
+
+// pid returns the process id of the running node.
+func (n *node) pid() int { return n.cmd.Process.Pid }
 
 // kill stops the node with SIGKILL (no shutdown at all).
 func (n *node) kill() {
