@@ -115,6 +115,16 @@ type fileConfig struct {
 	AlertWebhook string `yaml:"alert_webhook"`
 	// RelayPoolSize is the most connections kept per relay host.
 	RelayPoolSize int `yaml:"relay_pool_size"`
+	// RelayProbeTimeout bounds each step of a relay host probe (10s).
+	RelayProbeTimeout time.Duration `yaml:"relay_probe_timeout"`
+	// RelayDialTimeout bounds a TCP connect for delivery (30s).
+	RelayDialTimeout time.Duration `yaml:"relay_dial_timeout"`
+	// RelayCommandTimeout bounds each command of a delivery (2m).
+	RelayCommandTimeout time.Duration `yaml:"relay_command_timeout"`
+	// RelayDataTimeout bounds the wait for the reply to the final dot (10m).
+	RelayDataTimeout time.Duration `yaml:"relay_data_timeout"`
+	// RelayRetryBase is the first retry delay after a 4xx (30s; doubling).
+	RelayRetryBase time.Duration `yaml:"relay_retry_base"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
 	// Domains are applied to the registry at start.
@@ -123,7 +133,9 @@ type fileConfig struct {
 
 // durationKeys are the top-level keys holding Go duration strings. They
 // are checked before decoding so that a bad value is reported by key.
-var durationKeys = map[string]bool{"probe_interval": true, "idle_timeout": true, "data_timeout": true, "shadow_keep": true}
+var durationKeys = map[string]bool{"probe_interval": true, "idle_timeout": true, "data_timeout": true, "shadow_keep": true,
+	"relay_probe_timeout": true, "relay_dial_timeout": true, "relay_command_timeout": true, "relay_data_timeout": true,
+	"relay_retry_base": true}
 
 // defaultConfig returns the configuration used for keys the file does not
 // set (and when there is no file).
@@ -371,6 +383,20 @@ func (c *fileConfig) validate() error {
 	}
 	if c.RelayPoolSize < 1 || c.RelayPoolSize > maxRelayPoolSize {
 		return configError("relay_pool_size", "must be between 1 and %d, got %d", maxRelayPoolSize, c.RelayPoolSize)
+	}
+	for _, d := range []struct {
+		key   string
+		value time.Duration
+	}{
+		{"relay_probe_timeout", c.RelayProbeTimeout},
+		{"relay_dial_timeout", c.RelayDialTimeout},
+		{"relay_command_timeout", c.RelayCommandTimeout},
+		{"relay_data_timeout", c.RelayDataTimeout},
+		{"relay_retry_base", c.RelayRetryBase},
+	} {
+		if d.value != 0 && d.value < minTimeout {
+			return configError(d.key, "must be at least 1s (or unset for the default), got %s", d.value)
+		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

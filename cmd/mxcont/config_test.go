@@ -50,6 +50,11 @@ alert_smarthost: smtp.provider.net:587
 alert_from: MXCont@Provider.NET
 alert_webhook: https://hooks.provider.net/mxcont
 relay_pool_size: 4
+relay_probe_timeout: 3s
+relay_dial_timeout: 5s
+relay_command_timeout: 20s
+relay_data_timeout: 1m
+relay_retry_base: 10s
 log_level: debug
 domains:
   - name: Customer.com
@@ -99,6 +104,11 @@ func TestLoadConfigGood(t *testing.T) {
 		AlertFrom:           "MXCont@provider.net",
 		AlertWebhook:        "https://hooks.provider.net/mxcont",
 		RelayPoolSize:       4,
+		RelayProbeTimeout:   3 * time.Second,
+		RelayDialTimeout:    5 * time.Second,
+		RelayCommandTimeout: 20 * time.Second,
+		RelayDataTimeout:    time.Minute,
+		RelayRetryBase:      10 * time.Second,
 		LogLevel:            "debug",
 		Domains: []registry.Domain{{
 			Name: "customer.com", Mode: "relay", RelayHost: "mail.customer.com:25", Monitoring: true,
@@ -220,6 +230,8 @@ func TestLoadConfigBad(t *testing.T) {
 		{"smarthost without from", "alert_smarthost: smtp.provider.net\n", `config: alert_from: required when alert_smarthost is set`},
 		{"alert from display name", "alert_from: MXCont <mx@provider.net>\n", `config: alert_from: invalid address "MXCont <mx@provider.net>": want a bare address like user@example.com`},
 		{"outbound smarthost port", "outbound_smarthost: smtp.provider.net:0\n", `config: outbound_smarthost: invalid port "0"`},
+		{"short relay timeout", "relay_data_timeout: 500ms\n", `config: relay_data_timeout: must be at least 1s (or unset for the default), got 500ms`},
+		{"bad relay timeout", "relay_probe_timeout: soon\n", `config: relay_probe_timeout: invalid duration "soon"`},
 		{"short shadow keep", "shadow_keep: 10m\n", `config: shadow_keep: must be at least 1h, got 10m0s`},
 		{"bad shadow keep", "shadow_keep: a week\n", `config: shadow_keep: invalid duration "a week"`},
 		{"imaps same as imap", "imap_addr: \"127.0.0.1:1143\"\nimaps_addr: \"127.0.0.1:1143\"\n", `config: imaps_addr: same address as imap_addr`},
@@ -273,6 +285,36 @@ func TestLoadConfigDocumentMarkers(t *testing.T) {
 		}
 		if c.Shards != 4 {
 			t.Errorf("loadConfig(%q): shards = %d", text, c.Shards)
+		}
+	}
+}
+
+// TestEngineConfigCarriesSettings checks that the settings a provider
+// writes reach the packages that use them.
+func TestEngineConfigCarriesSettings(t *testing.T) {
+	c, err := loadConfig(writeConfig(t, goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := engineConfig(c)
+	for _, chk := range []struct {
+		name      string
+		got, want any
+	}{
+		{"imap", e.IMAPAddr, c.IMAPAddr},
+		{"imaps", e.IMAPSAddr, c.IMAPSAddr},
+		{"submission", e.SubmissionAddr, c.SubmissionAddr},
+		{"shadow keep", e.Mailbox.Keep, 72 * time.Hour},
+		{"outbound smarthost", e.Outbound.Smarthost, "relay.provider.net:2525"},
+		{"probe timeout", e.Relay.ProbeTimeout, 3 * time.Second},
+		{"dial timeout", e.Relay.DialTimeout, 5 * time.Second},
+		{"command timeout", e.Relay.CommandTimeout, 20 * time.Second},
+		{"data timeout", e.Relay.DataTimeout, time.Minute},
+		{"retry base", e.Relay.RetryBase, 10 * time.Second},
+		{"pool size", e.Relay.PoolSize, 4},
+	} {
+		if chk.got != chk.want {
+			t.Errorf("%s: engine config has %v, want %v", chk.name, chk.got, chk.want)
 		}
 	}
 }

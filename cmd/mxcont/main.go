@@ -174,6 +174,11 @@ func engineConfig(c *fileConfig) engine.Config {
 		Relay: relayq.Config{
 			ProbeInterval:  c.ProbeInterval,
 			PoolSize:       c.RelayPoolSize,
+			ProbeTimeout:   c.RelayProbeTimeout,
+			DialTimeout:    c.RelayDialTimeout,
+			CommandTimeout: c.RelayCommandTimeout,
+			DataTimeout:    c.RelayDataTimeout,
+			RetryBase:      c.RelayRetryBase,
 			AlertSmarthost: c.AlertSmarthost,
 			AlertFrom:      c.AlertFrom,
 			AlertWebhook:   c.AlertWebhook,
