@@ -111,6 +111,10 @@ type Config struct {
 	Logger *zap.Logger
 	// Metrics receives counters (nil: none).
 	Metrics Metrics
+
+	// goSMTPData is a test seam: read DATA bodies through go-smtp's own
+	// reader instead of bodyReader.
+	goSMTPData bool
 }
 
 func (c *Config) setDefaults() error {

@@ -23,6 +23,9 @@ import (
 //     ends at once and the connection is closed with 421;
 //   - lets Shutdown end idle connections while transactions finish;
 //   - feeds the plaintext stream to a streamScanner, one command at a time;
+//   - holds replies back until a read would block (or the connection
+//     closes), so that the replies to pipelined commands, and the lines of
+//     a multi-line reply (go-smtp flushes every line), leave in one write;
 //   - releases its connection-limit slot when closed.
 type sconn struct {
 	net.Conn // the accepted connection (writes, addresses, Close)
@@ -40,7 +43,16 @@ type sconn struct {
 	store   []byte // rbuf's backing array
 	pendErr error  // read error that came with the bytes in rbuf
 	rerr    error  // sticky read error
+	pass    []byte // scanned bytes to hand go-smtp before rbuf (see bodyReader)
 	closed  atomic.Bool
+
+	// Replies are queued in wbuf and sent before the next read that
+	// has to wait for the client (RFC 2920 section 3.1: "the server
+	// flushes its output when it has no more input"), and on Close. The
+	// lock is only contended when another goroutine closes the connection.
+	wmu  sync.Mutex
+	wbuf []byte
+	werr error // sticky write error
 
 	dataDeadline atomic.Int64 // unix nanoseconds; 0 when no body is being read
 	inTxn        atomic.Bool  // a transaction is open (MAIL accepted)
@@ -64,6 +76,11 @@ func (c *sconn) Read(p []byte) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if len(c.pass) > 0 {
+		n := copy(p, c.pass)
+		c.pass = c.pass[n:]
+		return n, nil
 	}
 	if len(c.rbuf) == 0 && c.pendErr != nil {
 		err := c.pendErr
@@ -95,8 +112,12 @@ func (c *sconn) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// readRaw reads from the client under the idle (or DATA) deadline.
+// readRaw reads from the client under the idle (or DATA) deadline, after
+// sending the replies queued so far: the client may be waiting for them.
 func (c *sconn) readRaw(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
 	for {
 		dl := time.Now().Add(c.idle())
 		if d := c.dataDeadline.Load(); d != 0 && d < dl.UnixNano() {
@@ -141,21 +162,80 @@ func (c *sconn) refused(err error) error {
 	return err
 }
 
-// Write implements net.Conn.
+// maxQueued bounds the replies held back; more is written at once.
+const maxQueued = 4 << 10
+
+// closeFlushWait bounds the wait for queued replies at Close, which may be
+// called by Shutdown on another goroutine.
+const closeFlushWait = 2 * time.Second
+
+// Write implements net.Conn. It queues p; see wbuf.
 func (c *sconn) Write(p []byte) (int, error) {
 	c.scan.wrote(p)
 	c.dataDeadline.Store(0) // a reply ends any body
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.idle())); err != nil {
-		return 0, err
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
 	}
-	return c.Conn.Write(p)
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	if len(c.wbuf)+len(p) > maxQueued {
+		if err := c.flushLocked(c.idle()); err != nil {
+			return 0, err
+		}
+		if len(p) > maxQueued {
+			if err := c.Conn.SetWriteDeadline(time.Now().Add(c.idle())); err != nil {
+				return 0, err
+			}
+			n, err := c.Conn.Write(p)
+			if err != nil {
+				c.werr = err
+			}
+			return n, err
+		}
+	}
+	c.wbuf = append(c.wbuf, p...)
+	return len(p), nil
 }
 
-// Close implements net.Conn; it releases the connection's limit slot.
+// flush sends the queued replies.
+func (c *sconn) flush() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked(c.idle())
+}
+
+func (c *sconn) flushLocked(wait time.Duration) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(wait)); err != nil {
+		return err
+	}
+	_, err := c.Conn.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if err != nil {
+		c.werr = err
+	}
+	return err
+}
+
+// Close implements net.Conn; it sends the queued replies (unless another
+// goroutine is writing: then the connection is being cut anyway) and
+// releases the connection's limit slot.
 func (c *sconn) Close() error {
 	err := net.ErrClosed
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		if c.wmu.TryLock() {
+			_ = c.flushLocked(min(c.idle(), closeFlushWait))
+			c.wmu.Unlock()
+		}
 		err = c.Conn.Close()
 		if c.ipSlot {
 			c.srv.limits.releaseIP(c.slotKey)

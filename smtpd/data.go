@@ -35,7 +35,20 @@ func (s *session) Data(r io.Reader) error {
 		s.conn.inTxn.Store(false)
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "no valid recipients"}
 	}
+	var br *bodyReader
+	if _, bdat := r.(*io.PipeReader); !bdat && !s.srv.cfg.goSMTPData {
+		// DATA (not BDAT, whose Data runs on another goroutine): read the
+		// body in bulk if the connection is plaintext.
+		br = newBodyReader(s.conn, s.srv.smtp.MaxMessageBytes, s.srv.smtp.MaxLineLength)
+	}
+	if br != nil {
+		s.srv.bulkBodies.Add(1)
+		r = br
+	}
 	res := s.receive(t, r)
+	if br != nil {
+		br.finish()
+	}
 	s.conn.inTxn.Store(false)
 	if res.err != nil {
 		s.srv.metrics.Rejected(res.reason)

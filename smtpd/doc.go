@@ -48,6 +48,16 @@
 // the stream refuses a PROXY header from an untrusted client and detects
 // source routes, which go-smtp strips before the Session sees the address.
 //
+// Two things sconn does for speed. It holds replies back until a read
+// has to wait for the client, or the connection closes (go-smtp writes
+// every reply line with its own write(2), also under PIPELINING; RFC 2920
+// asks a server to flush when it has no more input). And a plaintext DATA
+// body is read by bodyReader straight from sconn, a buffer at a time,
+// instead of by go-smtp's reader, which takes one byte per call: it
+// follows go-smtp's state machine and limits exactly (FuzzDataEquivalence
+// runs both readers side by side) and hands go-smtp's reader only the
+// final ".\r\n".
+//
 // After STARTTLS the stream is encrypted below sconn. Over TLS the bound
 // on a command line is therefore MaxDataLineLength, plus a check of the
 // HELO, MAIL and RCPT arguments against MaxLineLength, and a source route

@@ -92,9 +92,11 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 }
 
 // testLogger logs through t, except for a fuzz target, which must not
-// log through its *testing.F from inside the fuzz function.
+// log through its *testing.F from inside the fuzz function, and for a
+// benchmark, which would measure the test log.
 func testLogger(t testing.TB, lvl zapcore.Level) *zap.Logger {
-	if _, ok := t.(*testing.F); ok {
+	switch t.(type) {
+	case *testing.F, *testing.B:
 		return zap.NewNop()
 	}
 	return zaptest.NewLogger(t, zaptest.Level(lvl))

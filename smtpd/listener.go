@@ -117,7 +117,11 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		l.wg.Add(1)
-		go l.prepare(raw)
+		if l.srv.trusted(addrOf(raw.RemoteAddr())) {
+			go l.prepare(raw) // may wait for a PROXY header
+		} else {
+			l.prepare(raw) // does not block: spares a goroutine per connection
+		}
 	}
 }
 

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -128,4 +129,44 @@ func TestTraceText(t *testing.T) {
 	if got := traceText(strings.Repeat("h", 300), ""); len(got) != 255 {
 		t.Errorf("traceText length %d", len(got))
 	}
+}
+
+// FuzzNewlineFixer checks newlineFixer's whole-piece fast path against its
+// byte-by-byte loops, in both modes, with the input cut into pieces.
+func FuzzNewlineFixer(f *testing.F) {
+	for _, s := range []string{"a\r\nb\r\n", "a\nb", "a\rb", "\r\r\n", "\n", "\r", "x\r\n.\r\n", "\r\n\r"} {
+		f.Add([]byte(s), uint8(1), false)
+		f.Add([]byte(s), uint8(3), true)
+	}
+	f.Fuzz(func(t *testing.T, in []byte, piece uint8, reject bool) {
+		if piece == 0 {
+			piece = 1
+		}
+		fast := newlineFixer{reject: reject}
+		slow := newlineFixer{reject: reject}
+		var got, want []byte
+		var gotErr, wantErr error
+		for i := 0; i < len(in); i += int(piece) {
+			p := in[i:min(len(in), i+int(piece))]
+			if gotErr == nil {
+				got, gotErr = fast.append(got, p)
+			}
+			if wantErr == nil {
+				if reject {
+					want, wantErr = slow.checkLoop(want, p)
+				} else {
+					want = slow.normalizeLoop(want, p)
+				}
+			}
+		}
+		if gotErr == nil {
+			gotErr = fast.finish()
+		}
+		if wantErr == nil {
+			wantErr = slow.finish()
+		}
+		if gotErr != wantErr || (gotErr == nil && !bytes.Equal(got, want)) {
+			t.Fatalf("reject=%v pieces of %d: %q, %v; loops: %q, %v", reject, piece, got, gotErr, want, wantErr)
+		}
+	})
 }

@@ -181,7 +181,7 @@ func (s *Server) haveSpace(size int64) bool {
 	if s.cfg.MinFreeBytes < 0 {
 		return true
 	}
-	free, err := freeBytes(s.sp.Dir())
+	free, err := s.free.get(s.sp.Dir())
 	if err != nil {
 		s.log.Warn("cannot read free space of the spool filesystem", zap.Error(err))
 		return true
@@ -193,15 +193,20 @@ func (s *Server) haveSpace(size int64) bool {
 // outcome is "queued", "rejected" (5xx), "deferred" (4xx) or "abandoned"
 // (no DATA); reason is one of the Reason* constants.
 func (s *session) logLine(t *transaction, code int, outcome, reason string, ids []spool.ID, size int64, err error) {
-	rcpts := make([]string, 0, t.nrcpt)
-	for _, g := range t.groups {
-		rcpts = append(rcpts, g.rcpts...)
+	var rcpts []string
+	if len(t.groups) == 1 {
+		rcpts = t.groups[0].rcpts // the common case: no copy
+	} else {
+		rcpts = make([]string, 0, t.nrcpt)
+		for _, g := range t.groups {
+			rcpts = append(rcpts, g.rcpts...)
+		}
 	}
 	qids := make([]string, len(ids))
 	for i, id := range ids {
 		qids[i] = id.String()
 	}
-	fields := []zap.Field{
+	fields := [...]zap.Field{
 		zap.String("txn-id", t.id),
 		zap.Strings("queue-ids", qids),
 		zap.Stringer("client-ip", s.conn.client),
@@ -217,9 +222,10 @@ func (s *session) logLine(t *transaction, code int, outcome, reason string, ids 
 		zap.String("outcome", outcome),
 		zap.String("reason", reason),
 		zap.Int64("duration-ms", time.Since(t.start).Milliseconds()),
+		zap.Skip(),
 	}
 	if err != nil {
-		fields = append(fields, zap.Error(err))
+		fields[len(fields)-1] = zap.Error(err)
 	}
-	s.srv.mlog.Info("smtp transaction", fields...)
+	s.srv.mlog.Info("smtp transaction", fields[:]...)
 }

@@ -173,3 +173,33 @@ func BenchmarkReopen(b *testing.B) {
 		sp.Close()
 	}
 }
+
+// BenchmarkCodec compresses one body section per operation with each
+// codec, for sizes around the codec policy's threshold (codecFor), and
+// reports the stored bytes per raw byte ("ratio"): the CPU-against-disk
+// trade-off behind the policy. "prose" is English-like text; "hex" is the
+// test body (three quarters random hex digits), which only an entropy
+// coder (zstd) compresses.
+//
+//	go test -run '^$' -bench Codec ./spool/
+func BenchmarkCodec(b *testing.B) {
+	for _, kind := range []string{"prose", "hex"} {
+		for _, size := range []int{1 << 10, 4 << 10, 16 << 10, 64 << 10, 1 << 20} {
+			src := body(7, size)
+			if kind == "prose" {
+				src = prose(7, size)
+			}
+			for _, c := range []Codec{CodecRaw, CodecS2, CodecZstd} {
+				b.Run(fmt.Sprintf("%s/size=%dKiB/codec=%s", kind, size>>10, c), func(b *testing.B) {
+					dst := make([]byte, 0, size+size/8+64)
+					var out []byte
+					b.SetBytes(int64(size))
+					for b.Loop() {
+						out = compress(c, dst[:0], src)
+					}
+					b.ReportMetric(float64(len(out))/float64(size), "ratio")
+				})
+			}
+		}
+	}
+}

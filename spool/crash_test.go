@@ -64,7 +64,7 @@ func crashChild(dir string) {
 
 // crashCfg uses small segments so that kills land around rotations too.
 func crashCfg(dir string) Config {
-	cfg := testCfg(dir, perm{CodecZstd, 4})
+	cfg := testCfg(dir, perm{CodecZstd, 4, true}) // the default codec policy
 	cfg.SegmentSize = 256 << 10
 	return cfg
 }

@@ -60,6 +60,16 @@
 // is how compaction copies long-lived mail forward (the copy carries the
 // current delivery state). Replay therefore applies records in log order.
 //
+// # Compression
+//
+// Each body section (an inline body, or one CHUNK) is compressed on its
+// own and its record names the codec, so codecs can be mixed freely in
+// one log. With the default configuration (zstd) the codec policy uses s2
+// for messages of at most Config.SmallBody bytes (128 KiB): there zstd
+// costs far more CPU than the disk writes it saves. Larger messages use
+// zstd (SpeedFastest, all-literal entropy coding). A section that its
+// codec does not make smaller is stored raw.
+//
 // # Recovery
 //
 // On open every segment of every shard is scanned with our own decoder

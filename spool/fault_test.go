@@ -32,7 +32,7 @@ func (l *faultLog) Sync() error {
 }
 
 func faultCfg(dir string, f *faults) Config {
-	cfg := testCfg(dir, perm{CodecZstd, 1})
+	cfg := testCfg(dir, perm{CodecZstd, 1, false})
 	cfg.wrapLog = func(_ int, l walLog) walLog { return &faultLog{walLog: l, f: f} }
 	cfg.fsyncHook = func(int) error {
 		if f.sync.Load() {

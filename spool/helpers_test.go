@@ -14,11 +14,21 @@ import (
 type perm struct {
 	codec  Codec
 	shards int
+	policy bool // the default codec policy (s2 for small sections); otherwise codec for every size
 }
 
-func (p perm) String() string { return fmt.Sprintf("%s-%dshard", p.codec, p.shards) }
+func (p perm) String() string {
+	c := p.codec.String()
+	if p.policy {
+		c += "+policy"
+	}
+	return fmt.Sprintf("%s-%dshard", c, p.shards)
+}
 
-var perms = []perm{{CodecRaw, 1}, {CodecZstd, 1}, {CodecS2, 1}, {CodecRaw, 8}, {CodecZstd, 8}, {CodecS2, 8}}
+// perms: each codec alone, and the default configuration (zstd with the
+// codec policy, 8 shards).
+var perms = []perm{{CodecRaw, 1, false}, {CodecZstd, 1, false}, {CodecS2, 1, false},
+	{CodecRaw, 8, false}, {CodecZstd, 8, true}, {CodecS2, 8, false}}
 
 func forEachPerm(t *testing.T, fn func(t *testing.T, p perm)) {
 	for _, p := range perms {
@@ -29,11 +39,16 @@ func forEachPerm(t *testing.T, fn func(t *testing.T, p perm)) {
 // testCfg is a small-segment config so that tests cross segment and chunk
 // boundaries with little data.
 func testCfg(dir string, p perm) Config {
+	small := -1
+	if p.policy {
+		small = 0 // the default
+	}
 	return Config{
 		Dir:              dir,
 		Shards:           p.shards,
 		Codec:            p.codec,
 		CodecSet:         true,
+		SmallBody:        small,
 		SegmentSize:      32 << 10,
 		ChunkSize:        16 << 10,
 		MaxMessageBytes:  4 << 20,
@@ -62,6 +77,19 @@ func body(seed uint64, n int) []byte {
 		} else {
 			b.WriteString(words[r.IntN(len(words))])
 		}
+	}
+	return b.Bytes()[:n]
+}
+
+// prose returns n bytes of English-like text (words and CRLF lines), which
+// s2 compresses as well as zstd does, unlike body's hex digits.
+func prose(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	words := []string{"the ", "customer ", "primary ", "server ", "is ", "down ", "and ", "mail ", "waits ",
+		"in ", "our ", "continuity ", "queue ", "until ", "it ", "returns", ".\r\n", ", ", "relay ", "outage "}
+	var b bytes.Buffer
+	for b.Len() < n {
+		b.WriteString(words[r.IntN(len(words))])
 	}
 	return b.Bytes()[:n]
 }

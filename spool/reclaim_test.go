@@ -111,7 +111,7 @@ func TestCompactionBoundsPinnedLog(t *testing.T) {
 
 func TestReaderPinsAgainstTruncation(t *testing.T) {
 	dir := t.TempDir()
-	cfg := testCfg(dir, perm{CodecRaw, 1})
+	cfg := testCfg(dir, perm{CodecRaw, 1, false})
 	sp := openT(t, cfg)
 	defer sp.Close()
 	big := body(7, 300<<10)

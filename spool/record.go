@@ -33,17 +33,25 @@ type record struct {
 
 // appendRecord frames meta and body (already compressed with codec) into dst.
 func appendRecord(dst []byte, typ uint8, codec Codec, meta, body []byte) []byte {
-	var h [headerLen]byte
-	h[0], h[1], h[2], h[3], h[4] = recMagic0, recMagic1, recVersion, typ, byte(codec)
-	binary.LittleEndian.PutUint32(h[8:], uint32(len(meta)))
-	binary.LittleEndian.PutUint32(h[12:], uint32(len(body)))
-	crc := crc32.Update(0, castagnoli, h[:16])
-	crc = crc32.Update(crc, castagnoli, meta)
-	crc = crc32.Update(crc, castagnoli, body)
-	binary.LittleEndian.PutUint32(h[16:], crc)
-	dst = append(dst, h[:]...)
+	start := len(dst)
+	dst = append(dst, make([]byte, headerLen)...)
 	dst = append(dst, meta...)
-	return append(dst, body...)
+	dst = append(dst, body...)
+	sealRecord(dst[start:], typ, codec, len(meta))
+	return dst
+}
+
+// sealRecord fills in the header of a record laid out in rec (header
+// space, meta of metaLen bytes, body).
+func sealRecord(rec []byte, typ uint8, codec Codec, metaLen int) {
+	h := rec[:headerLen]
+	clear(h)
+	h[0], h[1], h[2], h[3], h[4] = recMagic0, recMagic1, recVersion, typ, byte(codec)
+	binary.LittleEndian.PutUint32(h[8:], uint32(metaLen))
+	binary.LittleEndian.PutUint32(h[12:], uint32(len(rec)-headerLen-metaLen))
+	crc := crc32.Update(0, castagnoli, h[:16])
+	crc = crc32.Update(crc, castagnoli, rec[headerLen:])
+	binary.LittleEndian.PutUint32(h[16:], crc)
 }
 
 // decodeRecord checks framing and checksum of one entry.

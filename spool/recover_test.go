@@ -222,7 +222,7 @@ func TestRecoverDeletedMiddleSegment(t *testing.T) {
 }
 
 func TestRecoverChunkedMessageAcrossDamage(t *testing.T) {
-	p := perm{CodecRaw, 1}
+	p := perm{CodecRaw, 1, false}
 	dir := t.TempDir()
 	// 200 KiB messages with 16 KiB chunks span several 64 KiB segments.
 	ids := fillSpool(t, dir, p, 4, 200<<10)
@@ -236,7 +236,7 @@ func TestRecoverChunkedMessageAcrossDamage(t *testing.T) {
 }
 
 func TestRecoverLeftoverTempFiles(t *testing.T) {
-	p := perm{CodecZstd, 1}
+	p := perm{CodecZstd, 1, false}
 	dir := t.TempDir()
 	ids := fillSpool(t, dir, p, 10, 1000)
 	sd := filepath.Join(dir, "shard-000")
@@ -258,7 +258,7 @@ func TestRecoverLeftoverTempFiles(t *testing.T) {
 }
 
 func TestRecoverFlippedLengthPrefix(t *testing.T) {
-	p := perm{CodecRaw, 1}
+	p := perm{CodecRaw, 1, false}
 	dir := t.TempDir()
 	ids := fillSpool(t, dir, p, 60, 3000)
 	segs := segFiles(t, dir)

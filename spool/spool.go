@@ -50,6 +50,14 @@ type Config struct {
 	// CodecSet must be true for Codec=CodecRaw to be honoured (the zero
 	// value of Codec is raw, but the default is zstd).
 	CodecSet bool
+	// SmallBody is the codec policy's threshold: with Codec zstd, the
+	// body of a message of at most SmallBody bytes is compressed with s2,
+	// a larger one with zstd (see codecFor). Default DefaultSmallBody
+	// (128 KiB); negative: Codec for every size. Whatever the codec, a
+	// body section (an inline body or one chunk) that it does not make
+	// smaller is stored raw. Records say their codec, so changing this is
+	// always safe.
+	SmallBody int
 	// SegmentSize is the target size of a WAL segment (default 4 MiB).
 	// tidwall/wal keeps the tail segment in memory and loads whole older
 	// segments on a read, so memory per shard is about SegmentSize ×
@@ -83,6 +91,9 @@ func (c *Config) setDefaults() {
 	}
 	if !c.CodecSet && c.Codec == CodecRaw {
 		c.Codec = CodecZstd
+	}
+	if c.SmallBody == 0 {
+		c.SmallBody = DefaultSmallBody
 	}
 	if c.SegmentSize <= 0 {
 		c.SegmentSize = 4 << 20

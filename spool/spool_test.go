@@ -52,7 +52,7 @@ func TestAppendReadSizes(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	cfg := testCfg(t.TempDir(), perm{CodecZstd, 1})
+	cfg := testCfg(t.TempDir(), perm{CodecZstd, 1, false})
 	cfg.MaxMessageBytes = 100 << 10
 	sp := openT(t, cfg)
 	defer sp.Close()
@@ -151,7 +151,7 @@ func TestReopenRebuildsState(t *testing.T) {
 }
 
 func TestListCursorAndDue(t *testing.T) {
-	sp := openT(t, testCfg(t.TempDir(), perm{CodecZstd, 8}))
+	sp := openT(t, testCfg(t.TempDir(), perm{CodecZstd, 8, false}))
 	defer sp.Close()
 	var ids []ID
 	for i := 0; i < 250; i++ {
@@ -212,7 +212,7 @@ func idsOf(ms []Message) []ID {
 }
 
 func TestGroupCommit(t *testing.T) {
-	cfg := testCfg(t.TempDir(), perm{CodecZstd, 1})
+	cfg := testCfg(t.TempDir(), perm{CodecZstd, 1, false})
 	cfg.SegmentSize = 4 << 20
 	var fsyncs, records atomic.Int64
 	cfg.OnCommit = func(_, recs, _ int, d time.Duration) {
@@ -250,19 +250,19 @@ func TestGroupCommit(t *testing.T) {
 
 func TestSecondOpenLocked(t *testing.T) {
 	dir := t.TempDir()
-	sp := openT(t, testCfg(dir, perm{CodecZstd, 2}))
+	sp := openT(t, testCfg(dir, perm{CodecZstd, 2, false}))
 	defer sp.Close()
-	if _, err := Open(nil, testCfg(dir, perm{CodecZstd, 2})); !errors.Is(err, ErrLocked) {
+	if _, err := Open(nil, testCfg(dir, perm{CodecZstd, 2, false})); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second open: %v", err)
 	}
 }
 
 func TestShardCountFixedAtCreation(t *testing.T) {
 	dir := t.TempDir()
-	sp := openT(t, testCfg(dir, perm{CodecZstd, 4}))
+	sp := openT(t, testCfg(dir, perm{CodecZstd, 4, false}))
 	id := mustAppend(t, sp, env("fixed.example"), []byte("x"))
 	sp.Close()
-	sp = openT(t, testCfg(dir, perm{CodecZstd, 16}))
+	sp = openT(t, testCfg(dir, perm{CodecZstd, 16, false}))
 	defer sp.Close()
 	if sp.Shards() != 4 {
 		t.Fatalf("shards %d, want 4 from MANIFEST", sp.Shards())
@@ -271,7 +271,7 @@ func TestShardCountFixedAtCreation(t *testing.T) {
 }
 
 func TestMultiDomainCommitAll(t *testing.T) {
-	sp := openT(t, testCfg(t.TempDir(), perm{CodecZstd, 8}))
+	sp := openT(t, testCfg(t.TempDir(), perm{CodecZstd, 8, false}))
 	defer sp.Close()
 	var ws []*Writer
 	for _, d := range []string{"a.example", "b.example", "c.example"} {
@@ -297,7 +297,7 @@ func TestMultiDomainCommitAll(t *testing.T) {
 }
 
 func TestCloseRefusesAppends(t *testing.T) {
-	sp := openT(t, testCfg(t.TempDir(), perm{CodecZstd, 1}))
+	sp := openT(t, testCfg(t.TempDir(), perm{CodecZstd, 1, false}))
 	sp.Close()
 	if _, err := sp.Append(env("x.example"), []byte("x")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("append after close: %v", err)

@@ -102,7 +102,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		b := *w.buf
 		if len(b) == chunk { // full, and more is coming: write it out
-			if err := w.flushChunk(); err != nil {
+			if err := w.flushChunk(w.size + int64(len(p))); err != nil {
 				w.err = err
 				return n - len(p), err
 			}
@@ -116,11 +116,12 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (w *Writer) flushChunk() error {
+// flushChunk writes the buffer as a CHUNK record; the message has at
+// least atLeast bytes (this chooses the codec).
+func (w *Writer) flushChunk(atLeast int64) error {
 	raw := *w.buf
 	meta := enc(nil).uv(uint64(len(raw)))
-	body := compress(w.sp.cfg.Codec, make([]byte, 0, len(raw)/2+64), raw)
-	rec := appendRecord(make([]byte, 0, headerLen+len(meta)+len(body)), typeChunk, w.sp.cfg.Codec, meta, body)
+	rec := w.sp.cfg.bodyRecord(typeChunk, meta, raw, atLeast)
 	r := &request{recs: [][]byte{rec}}
 	if err := w.sh.do(r); err != nil {
 		return err
@@ -144,7 +145,7 @@ func (w *Writer) start() error {
 	}
 	w.done = true
 	if len(w.chunks) > 0 && len(*w.buf) > 0 {
-		if err := w.flushChunk(); err != nil {
+		if err := w.flushChunk(w.size); err != nil {
 			return err
 		}
 	}
@@ -158,12 +159,11 @@ func (w *Writer) start() error {
 		chunks:     w.chunks,
 	}
 	meta := mm.encode(make(enc, 0, 64+len(w.env.From)+len(w.env.Domain)+32*len(w.env.Rcpts)))
-	var body []byte
+	var raw []byte // with chunks, the body section is empty
 	if len(w.chunks) == 0 {
-		raw := *w.buf
-		body = compress(w.sp.cfg.Codec, make([]byte, 0, len(raw)/2+64), raw)
+		raw = *w.buf
 	}
-	rec := appendRecord(make([]byte, 0, headerLen+len(meta)+len(body)), typeMessage, w.sp.cfg.Codec, meta, body)
+	rec := w.sp.cfg.bodyRecord(typeMessage, meta, raw, w.size)
 	sh := w.sh
 	w.req = &request{recs: [][]byte{rec}, sync: true}
 	if len(w.chunks) > 0 {
