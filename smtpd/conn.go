@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 )
 
@@ -53,6 +55,14 @@ type sconn struct {
 	wmu  sync.Mutex
 	wbuf []byte
 	werr error // sticky write error
+
+	// lineRefused is set when the scanner refused an over-long command
+	// line. go-smtp has by then been handed the line's first bytes, and
+	// bufio.Reader.ReadLine returns them as a line (dropping the read
+	// error), so go-smtp runs that truncated command before it sees the
+	// error: the session refuses every command from then on, and Write
+	// drops their replies, so the client sees only the final 500.
+	lineRefused atomic.Bool
 
 	dataDeadline atomic.Int64 // unix nanoseconds; 0 when no body is being read
 	inTxn        atomic.Bool  // a transaction is open (MAIL accepted)
@@ -155,12 +165,19 @@ func (c *sconn) readFailed(err error) error {
 // refused records a scanner error, which ends the connection.
 func (c *sconn) refused(err error) error {
 	c.rerr = err
+	if errors.Is(err, smtp.ErrTooLongLine) {
+		c.lineRefused.Store(true)
+	}
 	if errors.Is(err, errProxyRefused) {
 		c.srv.metrics.Rejected(ReasonProxyRefused)
 		c.srv.log.Info("PROXY header from an untrusted client refused", zap.Stringer("client-ip", c.client))
 	}
 	return err
 }
+
+// tooLongReply starts go-smtp's reply to smtp.ErrTooLongLine, the only
+// reply sent after the scanner refused a command line.
+var tooLongReply = []byte("500 5.4.0 Too long line")
 
 // maxQueued bounds the replies held back; more is written at once.
 const maxQueued = 4 << 10
@@ -171,6 +188,9 @@ const closeFlushWait = 2 * time.Second
 
 // Write implements net.Conn. It queues p; see wbuf.
 func (c *sconn) Write(p []byte) (int, error) {
+	if c.lineRefused.Load() && !bytes.HasPrefix(p, tooLongReply) {
+		return len(p), nil // the reply to a truncated command: see lineRefused
+	}
 	c.scan.wrote(p)
 	c.dataDeadline.Store(0) // a reply ends any body
 	c.wmu.Lock()

@@ -67,6 +67,11 @@ type rcptGroup struct {
 	shadow bool // the domain is in mode both: file shadow copies too
 }
 
+// errTruncatedCommand refuses a command go-smtp parsed from the first
+// bytes of an over-long line (see sconn.lineRefused); the client never
+// sees it, only the 500 that closes the connection.
+var errTruncatedCommand = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 4, 0}, Message: "line too long"}
+
 func newTxnID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -75,6 +80,9 @@ func newTxnID() string {
 
 // Mail implements smtp.Session.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if s.conn.lineRefused.Load() {
+		return errTruncatedCommand
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reject := func(err *smtp.SMTPError, reason string) error {
@@ -114,6 +122,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 
 // Rcpt implements smtp.Session.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.conn.lineRefused.Load() {
+		return errTruncatedCommand
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.txn
