@@ -62,6 +62,11 @@ func openT(t testing.TB, cfg Config) *Spool {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
+	// Closed at the latest when the test ends (Close is idempotent), before
+	// t.TempDir's removal: a spool left open would keep its shard goroutines
+	// running, logging through a finished test (a panic) about a removed
+	// directory.
+	t.Cleanup(func() { _ = sp.Close() })
 	return sp
 }
 

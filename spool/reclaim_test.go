@@ -39,7 +39,6 @@ func TestReclaimAfterDelivery(t *testing.T) {
 	forEachPerm(t, func(t *testing.T, p perm) {
 		dir := t.TempDir()
 		sp := openT(t, testCfg(dir, p))
-		defer sp.Close()
 		var ids []ID
 		for i := 0; i < 200; i++ {
 			d := fmt.Sprintf("d%d.example", i%5)
