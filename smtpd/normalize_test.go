@@ -119,18 +119,6 @@ func TestQuoteLocal(t *testing.T) {
 	}
 }
 
-func TestTraceText(t *testing.T) {
-	if got := traceText("evil\r\nX-Injected: (yes); <a>", "x"); got != "evil??X-Injected:??yes????a?" {
-		t.Errorf("traceText: %q", got)
-	}
-	if got := traceText("", "unknown"); got != "unknown" {
-		t.Errorf("traceText empty: %q", got)
-	}
-	if got := traceText(strings.Repeat("h", 300), ""); len(got) != 255 {
-		t.Errorf("traceText length %d", len(got))
-	}
-}
-
 // FuzzNewlineFixer checks newlineFixer's whole-piece fast path against its
 // byte-by-byte loops, in both modes, with the input cut into pieces.
 func FuzzNewlineFixer(f *testing.F) {

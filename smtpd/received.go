@@ -1,9 +1,10 @@
 package smtpd
 
 import (
-	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mxcont/mxcont/internal/tracehdr"
 )
 
 // received returns the Received: trace field (RFC 5321 section 4.4) that
@@ -20,9 +21,9 @@ func received(t *transaction, g *rcptGroup, s *session, hostname string, now tim
 	var b strings.Builder
 	b.Grow(256)
 	b.WriteString("Received: from ")
-	b.WriteString(traceText(t.helo, "unknown"))
+	b.WriteString(tracehdr.Text(t.helo, "unknown"))
 	b.WriteString(" (")
-	b.WriteString(addressLiteral(s.conn.client))
+	b.WriteString(tracehdr.AddressLiteral(s.conn.client))
 	b.WriteString(")\r\n\tby ")
 	b.WriteString(hostname)
 	b.WriteString(" (mxcont) with ")
@@ -35,7 +36,7 @@ func received(t *transaction, g *rcptGroup, s *session, hostname string, now tim
 	b.WriteString(" id ")
 	b.WriteString(t.id)
 	if len(g.rcpts) == 1 {
-		if r := traceText(g.rcpts[0], ""); r == g.rcpts[0] {
+		if r := tracehdr.Text(g.rcpts[0], ""); r == g.rcpts[0] {
 			b.WriteString("\r\n\tfor <")
 			b.WriteString(r)
 			b.WriteString(">")
@@ -58,37 +59,4 @@ func protocol(tls, utf8 bool) string {
 		p += "S"
 	}
 	return p
-}
-
-// addressLiteral renders a client address as in RFC 5321 section 4.1.3.
-func addressLiteral(a netip.Addr) string {
-	switch {
-	case !a.IsValid():
-		return "unknown"
-	case a.Is4():
-		return "[" + a.String() + "]"
-	default:
-		return "[IPv6:" + a.WithZone("").String() + "]"
-	}
-}
-
-// traceText keeps at most 255 bytes of printable ASCII other than the
-// characters that delimit comments, angle addresses and the date; others
-// become '?'. An empty result is replaced by def.
-func traceText(s, def string) string {
-	if len(s) > 255 {
-		s = s[:255]
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>;\"`, c) >= 0 {
-			c = '?'
-		}
-		b.WriteByte(c)
-	}
-	if b.Len() == 0 {
-		return def
-	}
-	return b.String()
 }

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mxcont/mxcont/internal/tracehdr"
 )
 
 // crlfReader makes every line ending CRLF: a bare LF becomes CRLF and a
@@ -137,9 +139,9 @@ func fieldName(line []byte) (string, bool) {
 func traceFields(t trace, info headerInfo, keep bool) []byte {
 	var b strings.Builder
 	b.WriteString("Received: from ")
-	b.WriteString(traceText(t.helo, "unknown"))
+	b.WriteString(tracehdr.Text(t.helo, "unknown"))
 	b.WriteString(" (")
-	b.WriteString(addressLiteral(t.client))
+	b.WriteString(tracehdr.AddressLiteral(t.client))
 	b.WriteString(")\r\n\tby ")
 	b.WriteString(t.hostname)
 	b.WriteString(" (mxcont) with ESMTP")
@@ -174,39 +176,6 @@ type trace struct {
 	tls      string // "TLS1.3 TLS_AES_128_GCM_SHA256", "" without TLS
 	id       string
 	now      time.Time
-}
-
-// addressLiteral renders a client address as in RFC 5321 section 4.1.3.
-func addressLiteral(a netip.Addr) string {
-	switch {
-	case !a.IsValid():
-		return "unknown"
-	case a.Is4():
-		return "[" + a.String() + "]"
-	default:
-		return "[IPv6:" + a.WithZone("").String() + "]"
-	}
-}
-
-// traceText keeps at most 255 bytes of printable ASCII other than the
-// characters that delimit comments, angle addresses and the date; others
-// become '?'. An empty result is replaced by def.
-func traceText(s, def string) string {
-	if len(s) > 255 {
-		s = s[:255]
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>;\"`, c) >= 0 {
-			c = '?'
-		}
-		b.WriteByte(c)
-	}
-	if b.Len() == 0 {
-		return def
-	}
-	return b.String()
 }
 
 func randomHex(n int) string {

@@ -17,6 +17,8 @@ import (
 
 	"github.com/mxcont/mxcont/outbound"
 	"github.com/mxcont/mxcont/spool"
+
+	"github.com/mxcont/mxcont/internal/tracehdr"
 )
 
 // Replies. Every failure is an *smtp.SMTPError returned unwrapped: go-smtp
@@ -128,7 +130,7 @@ func (x *session) authenticate(user, pass string) error {
 		key = key[:320]
 	}
 	userKey := "user:" + key
-	lg := s.log.With(zap.String("user", traceText(key, "?")), zap.String("client-ip", x.client.String()))
+	lg := s.log.With(zap.String("user", tracehdr.Text(key, "?")), zap.String("client-ip", x.client.String()))
 	if max(s.userThrottle.Wait(userKey), s.ipThrottle.Wait(x.ipKey())) > 0 {
 		lg.Info("auth throttled")
 		return errAuthThrottled
