@@ -267,7 +267,7 @@ func (q *Queue) transact(cl *client, m *spool.Message) (o *outcome, again bool) 
 	o = &outcome{remote: cl.hop.name, tls: cl.tls}
 	cl.dc.step = q.cfg.CommandTimeout
 	idx := pending(m)
-	opts := &smtp.MailOptions{Size: m.Size, UTF8: !isASCII(m.From) || !allASCII(m.Rcpts)}
+	opts := &smtp.MailOptions{Size: m.Size, UTF8: !m.ASCIIEnvelope()}
 	if err := cl.c.Mail(m.From, opts); err != nil {
 		var se *smtp.SMTPError
 		if opts.UTF8 && !errors.As(err, &se) && strings.Contains(err.Error(), "SMTPUTF8") {
@@ -355,24 +355,6 @@ func (e *errReader) Read(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-func allASCII(ss []string) bool {
-	for _, s := range ss {
-		if !isASCII(s) {
-			return false
-		}
-	}
-	return true
 }
 
 // deliverRemote makes one attempt for each of ms over SMTP along rt,

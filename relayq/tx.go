@@ -45,7 +45,7 @@ func (t *tx) close() {
 // sent.
 func (q *Queue) prepare(c *client, m *spool.Message) (*tx, *outcome) {
 	o := &outcome{}
-	t := &tx{m: *m, o: o, utf8: !isASCII(m.From) || !allASCII(m.Rcpts)}
+	t := &tx{m: *m, o: o, utf8: !m.ASCIIEnvelope()}
 	for i, st := range m.Status {
 		if st != spool.Pending {
 			continue
@@ -246,22 +246,4 @@ func (q *Queue) reset(pc *pconn, o *outcome) {
 	if err := pc.c.cmd(2, "RSET"); err != nil {
 		o.brokenTx = true
 	}
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
-	}
-	return true
-}
-
-func allASCII(ss []string) bool {
-	for _, s := range ss {
-		if !isASCII(s) {
-			return false
-		}
-	}
-	return true
 }

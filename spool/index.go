@@ -224,6 +224,29 @@ type Message struct {
 	State       string
 }
 
+// ASCIIEnvelope reports whether the sender and every recipient are ASCII;
+// a message whose envelope is not needs SMTPUTF8 (RFC 6531) on the way out.
+func (m *Message) ASCIIEnvelope() bool {
+	if !isASCII(m.From) {
+		return false
+	}
+	for _, r := range m.Rcpts {
+		if !isASCII(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 func (m *msg) snapshot() Message {
 	rc := m.rcpts()
 	st := make([]RcptStatus, len(rc))
