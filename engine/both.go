@@ -62,6 +62,29 @@ func (f shadowFiler) File(env spool.Envelope, id spool.ID) error {
 	return nil
 }
 
+// shadowCollector exports the mailbox store's totals; one Stats call (a
+// walk over the users) serves all three gauges of a scrape.
+type shadowCollector struct{ mb *mailbox.Store }
+
+var (
+	shadowUsersDesc    = prometheus.NewDesc("mxcont_shadow_users", "Mailbox users of both-mode domains.", nil, nil)
+	shadowMessagesDesc = prometheus.NewDesc("mxcont_shadow_messages", "Messages in shadow mailboxes (one per user copy).", nil, nil)
+	shadowBytesDesc    = prometheus.NewDesc("mxcont_shadow_bytes", "Size of the messages in shadow mailboxes (per user copy).", nil, nil)
+)
+
+func (shadowCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- shadowUsersDesc
+	ch <- shadowMessagesDesc
+	ch <- shadowBytesDesc
+}
+
+func (c shadowCollector) Collect(ch chan<- prometheus.Metric) {
+	users, msgs, bytes := c.mb.Stats()
+	ch <- prometheus.MustNewConstMetric(shadowUsersDesc, prometheus.GaugeValue, float64(users))
+	ch <- prometheus.MustNewConstMetric(shadowMessagesDesc, prometheus.GaugeValue, float64(msgs))
+	ch <- prometheus.MustNewConstMetric(shadowBytesDesc, prometheus.GaugeValue, float64(bytes))
+}
+
 // DomainOutage implements mailbox.OutageClock from relayq's durable
 // outage history: the newest outage of the domain is open, or ended then.
 func (n *Node) DomainOutage(domain string) (active bool, lastEnded time.Time) {
@@ -201,14 +224,7 @@ func (n *Node) openBoth(m *metrics) error {
 		return err
 	}
 	n.shadow = shadowFiler{sp: n.sp, mb: n.mb, m: m}
-	mb := n.mb
-	n.prom.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_shadow_users", Help: "Mailbox users of both-mode domains."},
-			func() float64 { u, _, _ := mb.Stats(); return float64(u) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_shadow_messages", Help: "Messages in shadow mailboxes (one per user copy)."},
-			func() float64 { _, msgs, _ := mb.Stats(); return float64(msgs) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mxcont_shadow_bytes", Help: "Size of the messages in shadow mailboxes (per user copy)."},
-			func() float64 { _, _, b := mb.Stats(); return float64(b) }))
+	n.prom.MustRegister(shadowCollector{n.mb})
 
 	oc := cfg.Outbound
 	oc.Dir = filepath.Join(cfg.DataDir, "outbound")

@@ -120,6 +120,9 @@ func TestShadowCopyOutlivesRelayAndIsPurgedAfterOutage(t *testing.T) {
 	if got := inbox(t, n, "bob@"+bothDomain); got != 0 {
 		t.Fatalf("bob (not a recipient) has %d messages", got)
 	}
+	if users, msgs := gauge(t, n, "mxcont_shadow_users"), gauge(t, n, "mxcont_shadow_messages"); users != 2 || msgs != 1 {
+		t.Fatalf("metrics: %v users, %v messages; want 2 and 1", users, msgs)
+	}
 
 	primary.SetDown(false)
 	waitUntil(t, "the relay delivery", func() bool { return primary.Count() == 1 })
@@ -207,4 +210,20 @@ func TestSubmissionReplyLocalAndRemote(t *testing.T) {
 func outboundTestConfig(smarthost string) outbound.Config {
 	return outbound.Config{Smarthost: smarthost, ScanInterval: 50 * time.Millisecond,
 		RetryMin: 100 * time.Millisecond, RetryMax: time.Second}
+}
+
+// gauge returns the value of a gauge from the node's registry.
+func gauge(t *testing.T, n *Node, name string) float64 {
+	t.Helper()
+	mfs, err := n.prom.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return mf.Metric[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }
