@@ -218,7 +218,7 @@ func (n *Node) HTTPAddr() string {
 // Start binds the listeners and starts serving and delivering.
 func (n *Node) Start() error {
 	var err error
-	if n.smtpLn, err = net.Listen("tcp", n.cfg.SMTPAddr); err != nil {
+	if n.smtpLn, err = smtpd.Listen(n.cfg.SMTPAddr); err != nil {
 		return fmt.Errorf("engine: smtp listener: %w", err)
 	}
 	if err := n.relay.AddOwnAddr(n.smtpLn.Addr().String()); err != nil { // the bound port, when configured as :0

@@ -56,6 +56,13 @@ type sconn struct {
 	wbuf []byte
 	werr error // sticky write error
 
+	// The deadlines last set on Conn. Moving a deadline is a runtime
+	// timer update under a lock, twice per command, so a later one
+	// replaces it only when it is later by a tenth of the timeout (at
+	// most deadlineSlack): timeouts may fire that much early. An earlier
+	// one (the DATA deadline, Close's short flush) is always set.
+	rdl, wdl time.Time
+
 	// lineRefused is set when the scanner refused an over-long command
 	// line. go-smtp has by then been handed the line's first bytes, and
 	// bufio.Reader.ReadLine returns them as a line (dropping the read
@@ -133,7 +140,9 @@ func (c *sconn) readRaw(p []byte) (int, error) {
 		if d := c.dataDeadline.Load(); d != 0 && d < dl.UnixNano() {
 			dl = time.Unix(0, d)
 		}
-		if err := c.Conn.SetReadDeadline(dl); err != nil {
+		// After drain() the deadline on Conn is in the past, whatever
+		// rdl says: set it again.
+		if err := c.setReadDeadline(dl, c.idle(), c.draining.Load()); err != nil {
 			return 0, err
 		}
 		// Checked after setting the deadline: Shutdown sets draining and
@@ -206,7 +215,7 @@ func (c *sconn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 		if len(p) > maxQueued {
-			if err := c.Conn.SetWriteDeadline(time.Now().Add(c.idle())); err != nil {
+			if err := c.setWriteDeadline(time.Now().Add(c.idle()), c.idle()); err != nil {
 				return 0, err
 			}
 			n, err := c.Conn.Write(p)
@@ -234,7 +243,7 @@ func (c *sconn) flushLocked(wait time.Duration) error {
 	if len(c.wbuf) == 0 {
 		return nil
 	}
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(wait)); err != nil {
+	if err := c.setWriteDeadline(time.Now().Add(wait), wait); err != nil {
 		return err
 	}
 	_, err := c.Conn.Write(c.wbuf)
@@ -264,6 +273,34 @@ func (c *sconn) Close() error {
 		c.srv.untrack(c)
 	})
 	return err
+}
+
+// deadlineSlack: see sconn.rdl.
+const deadlineSlack = time.Second
+
+// closeEnough reports whether deadline dl, for a timeout of d, may be
+// left at the earlier prev.
+func closeEnough(dl, prev time.Time, d time.Duration) bool {
+	return !dl.Before(prev) && dl.Sub(prev) < min(deadlineSlack, d/10)
+}
+
+// setReadDeadline moves the read deadline to dl (for a timeout of d),
+// unless it is closeEnough to the one already set and force is false.
+func (c *sconn) setReadDeadline(dl time.Time, d time.Duration, force bool) error {
+	if !force && closeEnough(dl, c.rdl, d) {
+		return nil
+	}
+	c.rdl = dl
+	return c.Conn.SetReadDeadline(dl)
+}
+
+// setWriteDeadline is setReadDeadline for writes; c.wmu is held.
+func (c *sconn) setWriteDeadline(dl time.Time, d time.Duration) error {
+	if closeEnough(dl, c.wdl, d) {
+		return nil
+	}
+	c.wdl = dl
+	return c.Conn.SetWriteDeadline(dl)
 }
 
 // RemoteAddr returns the client's address: the PROXY source when proxied.

@@ -146,9 +146,18 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
+// Listen opens a TCP listener for Serve on addr. Its connections have no
+// TCP keepalive: every read has an idle deadline (Config.IdleTimeout),
+// which ends a vanished client's connection, so keepalive probes would add
+// nothing but four setsockopt calls to every accepted connection.
+func Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
 // ListenAndServe listens on the TCP address addr and calls Serve.
 func (s *Server) ListenAndServe(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := Listen(addr)
 	if err != nil {
 		return fmt.Errorf("smtpd: %w", err)
 	}
