@@ -24,12 +24,16 @@ func (c *Config) backoff(n int) time.Duration {
 }
 
 // probeEvery is the probe period for a host: ProbeInterval, or the fast
-// period while the host is not up and mail is waiting for it.
+// period while the host is not up and mail is waiting for it:
+// ProbeInterval/20 (500 ms by default), at least minFastProbeInterval. The
+// time from a primary's return to the first delivery is what customers
+// wait for, and a probe of a host that is down costs one refused or
+// unanswered connection attempt, so waiting mail is worth two a second.
 func (c *Config) probeEvery(fast bool) time.Duration {
 	if !fast {
 		return c.ProbeInterval
 	}
-	d := c.ProbeInterval / 4
+	d := c.ProbeInterval / 20
 	if d < minFastProbeInterval {
 		d = min(minFastProbeInterval, c.ProbeInterval)
 	}

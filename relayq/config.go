@@ -115,7 +115,7 @@ const (
 	DefaultRetryBase      = 30 * time.Second
 	DefaultAlertGrace     = 2 * time.Minute
 	DefaultRetentionDays  = 30
-	minFastProbeInterval  = 500 * time.Millisecond
+	minFastProbeInterval  = 250 * time.Millisecond
 	defaultMinDataRate    = 16 << 10
 	defaultMaxMsgsPerConn = 100
 )

@@ -281,8 +281,12 @@ func TestBackoffBounds(t *testing.T) {
 	if d := p.probeEvery(true); d != 200*time.Millisecond {
 		t.Fatalf("fast probe %v", d)
 	}
+	p.ProbeInterval = 2 * time.Second
+	if d := p.probeEvery(true); d != 250*time.Millisecond {
+		t.Fatalf("fast probe %v", d)
+	}
 	p.ProbeInterval = 10 * time.Second
-	if d := p.probeEvery(true); d != 2500*time.Millisecond {
+	if d := p.probeEvery(true); d != 500*time.Millisecond {
 		t.Fatalf("fast probe %v", d)
 	}
 }
