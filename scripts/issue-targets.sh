@@ -180,6 +180,11 @@ stop_mta() {
     mxcont) mx_stop ;;
   esac
   wait_port_free "$SMTP_PORT" 30
+  # The next run must not pay for this one's dirty pages (Postfix leaves
+  # 20,000 queue files behind): write them back now, and let stragglers
+  # (Postfix's exiting daemons) go.
+  sync
+  sleep 2
 }
 # queued MTA: messages the MTA holds now ("-" for null, which stores nothing).
 queued() {

@@ -123,15 +123,19 @@ func TestMailNeedsAuth(t *testing.T) {
 func TestForeignSender(t *testing.T) {
 	e := startServer(t, nil)
 	c := e.login(t)
-	for _, from := range []string{"carol@local.test", "alice@other.test", "Alice@local.test", "", "alice@local.test.evil.test"} {
+	for _, from := range []string{"carol@local.test", "alice@other.test", "alicia@local.test", "", "alice@local.test.evil.test", "\"alice \"@local.test"} {
 		wantCode(t, "MAIL FROM:<"+from+">", c.Mail(from, nil), 553, smtp.EnhancedCode{5, 7, 1})
 	}
 	if _, err := send(c, "alice@Local.TEST", []string{bob}, testBody); err != nil {
 		t.Fatalf("own address, domain in other case: %v", err)
 	}
+	// The store's user names ignore case, so this is alice too.
+	if _, err := send(c, "Alice@local.test", []string{bob}, testBody); err != nil {
+		t.Fatalf("own address, local part in other case: %v", err)
+	}
 	q := e.queued(t, "remote.test")
-	if len(q) != 1 || q[0].From != alice {
-		t.Fatalf("queued %+v, want one message from %s", q, alice)
+	if len(q) != 2 || q[0].From != alice || q[1].From != "Alice@local.test" {
+		t.Fatalf("queued %+v, want two messages from %s (as typed)", q, alice)
 	}
 }
 

@@ -167,8 +167,11 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 		x.refuse(from, errAuthRequired, "not authenticated")
 		return errAuthRequired
 	}
+	// The mailbox store folds user names to lower case, so Alice@ and
+	// alice@ are one user: the same owner, as with Postfix's
+	// reject_sender_login_mismatch, whose lookups ignore case.
 	a, ok := parseAddress(from)
-	if !ok || a.local != x.user.local || a.domain != x.user.domain {
+	if !ok || a.key() != x.user.key() {
 		x.refuse(from, errNotOwner, "foreign sender")
 		return errNotOwner
 	}
