@@ -63,13 +63,21 @@ type sconn struct {
 	// one (the DATA deadline, Close's short flush) is always set.
 	rdl, wdl time.Time
 
-	// lineRefused is set when the scanner refused an over-long command
-	// line. go-smtp has by then been handed the line's first bytes, and
-	// bufio.Reader.ReadLine returns them as a line (dropping the read
-	// error), so go-smtp runs that truncated command before it sees the
-	// error: the session refuses every command from then on, and Write
-	// drops their replies, so the client sees only the final 500.
-	lineRefused atomic.Bool
+	// truncated is set when a command line ends without its line end:
+	// the scanner refused it as over-long, or the read failed (timeout,
+	// EOF, Shutdown) in the middle of it. go-smtp has by then been handed
+	// the line's first bytes, and bufio.Reader.ReadLine returns them as a
+	// line (dropping the read error), so go-smtp runs that truncated
+	// command before it sees the error: the session refuses every command
+	// from then on, and Write drops every reply but go-smtp's last one
+	// (finalReplies), so the client never sees a truncated command run.
+	truncated atomic.Bool
+
+	// lineDeadline is when the command line being received must be
+	// complete (zero between lines): reads within a line do not renew the
+	// idle timeout, or a client sending a byte now and then would hold
+	// the connection forever (Postfix's smtpd_per_record_deadline).
+	lineDeadline time.Time
 
 	dataDeadline atomic.Int64 // unix nanoseconds; 0 when no body is being read
 	inTxn        atomic.Bool  // a transaction is open (MAIL accepted)
@@ -136,9 +144,18 @@ func (c *sconn) readRaw(p []byte) (int, error) {
 		return 0, err
 	}
 	for {
-		dl := time.Now().Add(c.idle())
+		now := time.Now()
+		dl := now.Add(c.idle())
 		if d := c.dataDeadline.Load(); d != 0 && d < dl.UnixNano() {
 			dl = time.Unix(0, d)
+		}
+		if c.scan.inCommandLine() {
+			if c.lineDeadline.IsZero() {
+				c.lineDeadline = dl // the line began with the last read
+			}
+			dl = c.lineDeadline
+		} else {
+			c.lineDeadline = time.Time{}
 		}
 		// After drain() the deadline on Conn is in the past, whatever
 		// rdl says: set it again.
@@ -149,6 +166,7 @@ func (c *sconn) readRaw(p []byte) (int, error) {
 		// then a past deadline, so one of the two is seen.
 		if c.draining.Load() && !c.inTxn.Load() {
 			c.rerr = os.ErrDeadlineExceeded // go-smtp: "421 4.4.2 Idle timeout"
+			c.cutLine()
 			return 0, c.rerr
 		}
 		n, err := c.r.Read(p)
@@ -156,9 +174,17 @@ func (c *sconn) readRaw(p []byte) (int, error) {
 			continue // woken by Shutdown: idle or not?
 		}
 		if n == 0 && err != nil {
+			c.cutLine()
 			return 0, c.readFailed(err)
 		}
 		return n, err
+	}
+}
+
+// cutLine notes that the stream ends in the middle of a command line.
+func (c *sconn) cutLine() {
+	if c.scan.inCommandLine() {
+		c.truncated.Store(true)
 	}
 }
 
@@ -175,13 +201,21 @@ func (c *sconn) readFailed(err error) error {
 func (c *sconn) refused(err error) error {
 	c.rerr = err
 	if errors.Is(err, smtp.ErrTooLongLine) {
-		c.lineRefused.Store(true)
+		c.truncated.Store(true)
 	}
 	if errors.Is(err, errProxyRefused) {
 		c.srv.metrics.Rejected(ReasonProxyRefused)
 		c.srv.log.Info("PROXY header from an untrusted client refused", zap.Stringer("client-ip", c.client))
 	}
 	return err
+}
+
+// finalReply reports whether p is one of the replies go-smtp writes when a
+// read fails and it ends the connection (server.go: 500 5.4.0 for an
+// over-long line, 421 4.4.2 for a timeout, 421 4.4.0 for other errors):
+// the only replies a truncated connection sends.
+func finalReply(p []byte) bool {
+	return bytes.HasPrefix(p, tooLongReply) || bytes.HasPrefix(p, []byte("421 "))
 }
 
 // tooLongReply starts go-smtp's reply to smtp.ErrTooLongLine, the only
@@ -197,8 +231,8 @@ const closeFlushWait = 2 * time.Second
 
 // Write implements net.Conn. It queues p; see wbuf.
 func (c *sconn) Write(p []byte) (int, error) {
-	if c.lineRefused.Load() && !bytes.HasPrefix(p, tooLongReply) {
-		return len(p), nil // the reply to a truncated command: see lineRefused
+	if c.truncated.Load() && !finalReply(p) {
+		return len(p), nil // the reply to a truncated command: see truncated
 	}
 	c.scan.wrote(p)
 	c.dataDeadline.Store(0) // a reply ends any body

@@ -30,7 +30,7 @@ type dataResult struct {
 // SMTPError carrying the queue ids, and every failure is an SMTPError
 // (go-smtp would turn any other error into a permanent 554).
 func (s *session) Data(r io.Reader) error {
-	if s.conn.lineRefused.Load() {
+	if s.conn.truncated.Load() {
 		s.takeTxn()
 		s.conn.inTxn.Store(false)
 		return errTruncatedCommand

@@ -272,9 +272,51 @@ func TestIdleTimeout(t *testing.T) {
 			t.Fatalf("closed %v, replies %q", closed, lines)
 		}
 	})
+	// A command without its line end is not run when the timeout cuts
+	// it: go-smtp's line reader hands the partial line over as a line.
+	t.Run("partial command", func(t *testing.T) {
+		d := e.session()
+		d.send("MAIL FROM:<s@remote.test>")
+		lines, closed := d.closed()
+		if !closed || len(lines) != 1 || !strings.HasPrefix(lines[0], "421 4.4.2") {
+			t.Fatalf("closed %v, replies %q; want only 421 4.4.2", closed, lines)
+		}
+	})
 	if n := e.total(); n != 0 {
 		t.Errorf("%d messages stored", n)
 	}
+}
+
+// TestCommandDribbleCut: a client that sends a command line a byte at a
+// time, each byte well within the idle timeout, is cut once the line has
+// taken longer than the idle timeout, instead of holding the connection
+// for as long as it dribbles (here 8 s; the line deadline is 1 s).
+func TestCommandDribbleCut(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.IdleTimeout = time.Second })
+	d := e.session()
+	const dribble = 8 * time.Second
+	start := time.Now()
+	stopped := make(chan time.Duration, 1)
+	go func() {
+		line := "MAIL FROM:<slow-sender@remote.test>"
+		for i := 0; time.Since(start) < dribble; i = (i + 1) % len(line) {
+			if _, err := d.c.Write([]byte{line[i]}); err != nil {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		stopped <- time.Since(start)
+	}()
+	_ = d.c.SetReadDeadline(time.Now().Add(dribble + ioTimeout))
+	reply, err := d.r.ReadString('\n')
+	cut := time.Since(start)
+	if err != nil || !strings.HasPrefix(reply, "421 4.4.2") {
+		t.Fatalf("after %v: reply %q, %v; want 421 4.4.2", cut, reply, err)
+	}
+	if cut >= dribble {
+		t.Fatalf("the dribbling client was cut only after %v, when it had stopped sending", cut)
+	}
+	t.Logf("cut after %v of dribbling; the dribbler's next write failed after %v", cut, <-stopped)
 }
 
 func TestDataTimeout(t *testing.T) {

@@ -59,6 +59,10 @@ type streamScanner struct {
 	routed   map[string]int
 }
 
+// inCommandLine reports whether part of a command line has been received
+// and its end has not (plaintext only: after STARTTLS nothing is scanned).
+func (s *streamScanner) inCommandLine() bool { return s.mode == scanCmd && s.lineLen > 0 }
+
 // feed scans the bytes the client sent next, up to the first boundary
 // where go-smtp changes how it reads: the end of a command line, the end
 // of a DATA body, the end of a BDAT chunk. It returns how many bytes of p

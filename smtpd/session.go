@@ -68,8 +68,8 @@ type rcptGroup struct {
 }
 
 // errTruncatedCommand refuses a command go-smtp parsed from the first
-// bytes of an over-long line (see sconn.lineRefused); the client never
-// sees it, only the 500 that closes the connection.
+// bytes of a line whose end never came (see sconn.truncated); the client
+// never sees it, only the 500 or 421 that closes the connection.
 var errTruncatedCommand = &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 4, 0}, Message: "line too long"}
 
 func newTxnID() string {
@@ -80,7 +80,7 @@ func newTxnID() string {
 
 // Mail implements smtp.Session.
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	if s.conn.lineRefused.Load() {
+	if s.conn.truncated.Load() {
 		return errTruncatedCommand
 	}
 	s.mu.Lock()
@@ -122,7 +122,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 
 // Rcpt implements smtp.Session.
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.conn.lineRefused.Load() {
+	if s.conn.truncated.Load() {
 		return errTruncatedCommand
 	}
 	s.mu.Lock()
