@@ -135,8 +135,11 @@ pf_stop() {
   for i in $(seq 100); do [ -f "$PF_QUEUE/pid/master.pid" ] && kill -0 "$(tr -d ' ' < "$PF_QUEUE/pid/master.pid")" 2>/dev/null || break; sleep 0.1; done
 }
 pf_pid() { tr -d ' ' < "$PF_QUEUE/pid/master.pid"; }
-pf_queued() { find "$PF_QUEUE"/{incoming,active,deferred,maildrop,hold} -type f 2>/dev/null | wc -l; }
-pf_inflight() { find "$PF_QUEUE"/{incoming,active,maildrop} -type f 2>/dev/null | wc -l; }
+# Postfix moves queue files while find walks the directories, so find can
+# fail on a file that vanished: that must not fail the caller (set -e with
+# pipefail ended a run silently in an assignment like q=$(pf_queued)).
+pf_queued() { { find "$PF_QUEUE"/{incoming,active,deferred,maildrop,hold} -type f 2>/dev/null || true; } | wc -l; }
+pf_inflight() { { find "$PF_QUEUE"/{incoming,active,maildrop} -type f 2>/dev/null || true; } | wc -l; }
 pf_flush_cmd() { echo "postqueue -c $PF_CONF -f"; }
 
 # ---- mxcont ---------------------------------------------------------------------

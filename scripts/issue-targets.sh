@@ -78,6 +78,7 @@ HZ=$(getconf CLK_TCK)
 LOAD='' SINK=''
 cleanup() {
   local rc=$?
+  [ "$rc" = 0 ] || log "stopping early (exit status $rc); partial results in $WORK"
   if [ -n "$LOAD" ]; then # its own process group (setsid): time, sh, xargs, smtp-source
     kill -TERM -- "-$LOAD" 2>/dev/null || kill -TERM "$LOAD" 2>/dev/null || true
     wait "$LOAD" 2>/dev/null || true
