@@ -123,7 +123,9 @@ PROBE=$(awk '$1 == "probe_interval:" { print $2 }' "$WORK/mxcont/mxcont.yaml")
 # its daemons from the master, so the master's tree is the whole of Postfix;
 # mxcont and smtp-sink are single processes (threads included in 14,15).
 tree_cpu() {
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+  # A process can exit between the glob and the read (Postfix's daemons
+  # come and go): cat then fails, which must not end the run (pipefail).
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
     { pid = $1; s = $0; sub(/^.*\) /, "", s); n = split(s, f, " ")
       if (n < 15) next
       ppid[pid] = f[2]; cpu[pid] = f[12] + f[13] + f[14] + f[15] }
