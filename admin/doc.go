@@ -20,6 +20,29 @@
 // is left out of listings. /metrics is for operators (or open, with
 // Config.MetricsOpen).
 //
+// # Users, passwords and API tokens
+//
+//	GET    /api/v1/tokens[?user=]              200 {tokens: [{id, name, username, created_at, last_used_at, current}]}
+//	DELETE /api/v1/tokens/{id}                 204: revoked
+//	POST   /api/v1/me/password                 {current_password, new_password} → 204
+//	PUT    /api/v1/users/{username}/password   {password} → 204
+//	DELETE /api/v1/users/{username}            204
+//
+// Anyone lists and revokes their own tokens. Operators list, revoke, reset
+// and delete for every user; an admin for the admins of its own account
+// (an operator of that account: 403; a user or token of another account:
+// 404, as if unknown). Token secrets and their digests are never returned;
+// last_used_at is kept to the minute. A revoked token, a deleted user's
+// sessions and tokens, and the other sessions of a user whose password
+// changed fail with 401 from the next request on. Changing one's own
+// password needs the current one (wrong: 403, field "current_password",
+// counted by the login throttle, 429 while throttled) and keeps the
+// session making the request; a reset (not of oneself: 403) ends every
+// session of the user and lifts its login throttle. API tokens survive
+// password changes. Deleting oneself or the last operator answers 409.
+// Each change is an event (token-revoked, password-changed,
+// password-reset, user-deleted) naming who did it; never a secret.
+//
 // # Mailboxes
 //
 // Domains in mode "both" have shadow mailbox users (Deps.Mailboxes):

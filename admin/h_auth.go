@@ -3,8 +3,6 @@ package admin
 import (
 	"errors"
 	"fmt"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 
@@ -52,11 +50,7 @@ func (s *Server) handleLogin(ctx *fasthttp.RequestCtx) {
 	}
 	ip := ctx.RemoteIP().String()
 	userKey, ipKey := "user:"+truncate(name, 64), "ip:"+ip
-	if wait := max(s.users.Wait(userKey), s.ips.Wait(ipKey)); wait > 0 {
-		s.met.logins.WithLabelValues("throttled").Inc()
-		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		writeError(ctx, fasthttp.StatusTooManyRequests,
-			fmt.Sprintf("too many failed logins; try again in %s", wait.Round(time.Second)), "")
+	if s.throttled(ctx, userKey, ipKey) {
 		return
 	}
 	u, err := s.auth.Authenticate(ctx, name, req.Password)
@@ -80,6 +74,10 @@ func (s *Server) handleLogin(ctx *fasthttp.RequestCtx) {
 	}
 	s.users.Succeed(userKey)
 	secret, sess, err := s.auth.NewSession(u.Username)
+	if errors.Is(err, auth.ErrNotFound) { // deleted since Authenticate
+		writeError(ctx, fasthttp.StatusUnauthorized, "invalid username or password", "")
+		return
+	}
 	if err != nil {
 		s.writeErr(ctx, err)
 		return

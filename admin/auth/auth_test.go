@@ -279,3 +279,100 @@ func TestThrottleBounded(t *testing.T) {
 		t.Fatalf("%d keys tracked, limit 100", n)
 	}
 }
+
+func TestManageUsersAndTokens(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, openDB(t))
+	if _, err := s.EnsureAdmin(ctx, "operator-pass"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateAccount("acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateUser(ctx, NewUser{Username: "alice", Password: "alice-secret", Role: RoleAdmin, Account: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeleteUser(AdminUser); !errors.Is(err, ErrLastOperator) {
+		t.Fatalf("deleting the last operator: %v", err)
+	}
+	if _, _, err := s.DeleteUser("nobody"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("deleting an unknown user: %v", err)
+	}
+
+	// SetPassword keeps one session, ends the others, leaves tokens.
+	keep, _, _ := s.NewSession("alice")
+	other, _, _ := s.NewSession("alice")
+	opSess, _, _ := s.NewSession(AdminUser)
+	tok, info, err := s.NewToken("alice", "ci")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fe *FieldError
+	if _, err := s.SetPassword(ctx, "alice", "short", ""); !errors.As(err, &fe) || fe.Field != "password" {
+		t.Fatalf("weak password: %v", err)
+	}
+	if n, err := s.SetPassword(ctx, "alice", "alice-new-secret", keep); err != nil || n != 1 {
+		t.Fatalf("SetPassword = %d, %v; want 1 session ended", n, err)
+	}
+	for secret, want := range map[string]bool{keep: true, other: false, opSess: true} {
+		if _, _, err := s.Session(secret); (err == nil) != want {
+			t.Errorf("session alive = %v, want %v", err == nil, want)
+		}
+	}
+	if _, err := s.Authenticate(ctx, "alice", "alice-secret"); !errors.Is(err, ErrInvalidCredentials) {
+		t.Fatal("old password still accepted")
+	}
+	if _, err := s.Authenticate(ctx, "alice", "alice-new-secret"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Token lookup and revocation by ID, only for its owner.
+	if got, err := s.TokenByID(strings.ToUpper(info.ID)); err != nil || got.Username != "alice" {
+		t.Fatalf("TokenByID = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "xyz", info.ID + "0", "zzzzzzzzzzzz", "000000000000"} {
+		if _, err := s.TokenByID(bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("TokenByID(%q): %v", bad, err)
+		}
+	}
+	if _, err := s.DeleteToken(info.ID, AdminUser); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("DeleteToken by a non-owner name: %v", err)
+	}
+	if _, _, err := s.TokenUser(tok); err != nil {
+		t.Fatal("token revoked by a refused DeleteToken")
+	}
+	if ts, err := s.Tokens("alice"); err != nil || len(ts) != 1 || ts[0].LastUsedAt.IsZero() {
+		t.Fatalf("Tokens = %+v, %v; want one, used", ts, err)
+	}
+	if _, err := s.DeleteToken(info.ID, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.TokenUser(tok); !errors.Is(err, ErrNoSession) {
+		t.Fatalf("revoked token: %v", err)
+	}
+
+	// DeleteUser takes sessions and tokens along; nothing new is written
+	// for the deleted user.
+	tok2, _, _ := s.NewToken("alice", "")
+	if _, rm, err := s.DeleteUser("alice"); err != nil || rm.Sessions != 1 || rm.Tokens != 1 {
+		t.Fatalf("DeleteUser = %+v, %v", rm, err)
+	}
+	if _, err := s.CreateUser(ctx, NewUser{Username: "alice", Password: "alice-again", Role: RoleAdmin, Account: "acme"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Session(keep); !errors.Is(err, ErrNoSession) {
+		t.Fatal("session of the deleted user valid for its namesake")
+	}
+	if _, _, err := s.TokenUser(tok2); !errors.Is(err, ErrNoSession) {
+		t.Fatal("token of the deleted user valid for its namesake")
+	}
+	if _, _, err := s.DeleteUser("alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.NewSession("alice"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("session for a deleted user: %v", err)
+	}
+	if _, _, err := s.NewToken("alice", ""); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("token for a deleted user: %v", err)
+	}
+}

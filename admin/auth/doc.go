@@ -16,6 +16,12 @@
 // strings ("$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>") and compared in
 // constant time.
 //
+// A user's sessions and tokens are stored with its name. SetPassword ends
+// the user's sessions and DeleteUser removes its sessions and tokens in
+// the transaction that changes the user, and new sessions and tokens are
+// written only in a transaction that finds the user, so nothing outlives
+// a deletion or is left behind by a race with one.
+//
 // Roles: RoleOperator sees every account; RoleAdmin only the domains,
 // queues, messages and events of its own account.
 package auth

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,12 +31,17 @@ type Session struct {
 }
 
 // Token is an API token bound to the user who created it; it acts with
-// that user's current role and account. Its secret is not stored.
+// that user's current role and account. Its secret is not stored. ID is
+// the first 6 bytes of the secret's SHA-256 in hex (the bucket key's
+// prefix), so it names the token without revealing anything usable.
 type Token struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
 	Username  string    `json:"username"`
 	CreatedAt time.Time `json:"created_at"`
+	// LastUsedAt is when the token last authenticated a request, to
+	// within TokenUseResolution; zero if never.
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 }
 
 func digest(secret string) []byte {
@@ -62,7 +68,7 @@ func (s *Store) NewSession(username string) (string, Session, error) {
 	}
 	now := s.now().UTC()
 	sess := Session{Username: username, CSRF: csrf, CreatedAt: now, ExpiresAt: now.Add(s.cfg.SessionTTL)}
-	if err := s.putRaw(BucketSessions, digest(secret), sess); err != nil {
+	if err := s.putForUser(BucketSessions, digest(secret), sess, username); err != nil {
 		return "", Session{}, err
 	}
 	return secret, sess, nil
@@ -122,7 +128,7 @@ func (s *Store) NewToken(username, name string) (string, Token, error) {
 	secret := TokenPrefix + raw
 	d := digest(secret)
 	t := Token{ID: hex.EncodeToString(d[:6]), Name: name, Username: username, CreatedAt: s.now().UTC()}
-	if err := s.putRaw(BucketTokens, d, t); err != nil {
+	if err := s.putForUser(BucketTokens, d, t, username); err != nil {
 		return "", Token{}, err
 	}
 	s.log.Info("api token created", zap.String("username", username), zap.String("token-id", t.ID))
@@ -146,6 +152,10 @@ func (s *Store) TokenUser(secret string) (Token, User, error) {
 	u, ok := s.User(t.Username)
 	if !ok {
 		return Token{}, User{}, ErrNoSession
+	}
+	if now := s.now().UTC(); now.Sub(t.LastUsedAt) >= TokenUseResolution {
+		t.LastUsedAt = now
+		s.touchToken(digest(secret), now)
 	}
 	return t, u, nil
 }
@@ -176,14 +186,24 @@ func (s *Store) PurgeExpired() (int, error) {
 	return n, nil
 }
 
-func (s *Store) putRaw(bucket string, key []byte, v any) error {
+// putForUser stores v as JSON under key in bucket if username still
+// exists, checked in the same transaction: a session or token is never
+// written for a user that DeleteUser has just removed (bbolt runs one
+// writer at a time).
+func (s *Store) putForUser(bucket string, key []byte, v any, username string) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("auth: encode: %w", err)
 	}
 	if err := s.db.Update(func(tx *bbolt.Tx) error {
+		if tx.Bucket([]byte(BucketUsers)).Get([]byte(username)) == nil {
+			return fmt.Errorf("%w: user %q", ErrNotFound, username)
+		}
 		return tx.Bucket([]byte(bucket)).Put(key, b)
 	}); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return err
+		}
 		return fmt.Errorf("auth: write %s: %w", bucket, err)
 	}
 	return nil

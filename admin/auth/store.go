@@ -41,6 +41,8 @@ var (
 	ErrInvalidCredentials = errors.New("auth: invalid username or password")
 	// ErrNoSession means an unknown, expired or malformed session or token.
 	ErrNoSession = errors.New("auth: no such session or token")
+	// ErrLastOperator means the change would leave no operator.
+	ErrLastOperator = errors.New("auth: the last operator cannot be removed")
 )
 
 // FieldError reports an invalid field of a request; Field is its JSON name.

@@ -47,6 +47,12 @@ const (
 	AccountCreated = "account-created"
 	UserCreated    = "user-created"
 	TokenCreated   = "token-created"
+	TokenRevoked   = "token-revoked"
+	// PasswordChanged: a user changed its own password; PasswordReset: an
+	// operator or tenant admin set another user's.
+	PasswordChanged = "password-changed"
+	PasswordReset   = "password-reset"
+	UserDeleted     = "user-deleted"
 	// Mailbox users of domains in mode "both".
 	MailboxCreated       = "mailbox-created"
 	MailboxDeleted       = "mailbox-deleted"
