@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -273,11 +272,11 @@ func (n *Node) startBoth() error {
 			}
 		}
 		if n.cfg.IMAPSAddr != "" {
-			ln, err := net.Listen("tcp", n.cfg.IMAPSAddr)
-			if err != nil {
+			// A plain listener: imapd.ServeTLS adds TLS above its
+			// connection limits.
+			if n.imapsLn, err = net.Listen("tcp", n.cfg.IMAPSAddr); err != nil {
 				return fmt.Errorf("engine: imaps listener: %w", err)
 			}
-			n.imapsLn = tls.NewListener(ln, n.tls)
 		}
 	}
 	if n.sub != nil {
@@ -288,10 +287,11 @@ func (n *Node) startBoth() error {
 	if err := n.out.Start(); err != nil {
 		return err
 	}
-	for _, ln := range []net.Listener{n.imapLn, n.imapsLn} {
-		if ln != nil {
-			n.serve("imap", func() error { return n.imap.Serve(ln) })
-		}
+	if n.imapLn != nil {
+		n.serve("imap", func() error { return n.imap.Serve(n.imapLn) })
+	}
+	if n.imapsLn != nil {
+		n.serve("imap", func() error { return n.imap.ServeTLS(n.imapsLn) })
 	}
 	if n.subLn != nil {
 		n.serve("submission", func() error { return n.sub.Serve(n.subLn) })

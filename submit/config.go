@@ -52,6 +52,12 @@ func addrOf(a net.Addr) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// Defaults of Config's connection limits.
+const (
+	DefaultMaxConns      = 200
+	DefaultMaxConnsPerIP = 20
+)
+
 // Config holds the submission server's settings. Zero values take the
 // defaults shown.
 type Config struct {
@@ -85,7 +91,14 @@ type Config struct {
 	// DataTimeout bounds the reading of one message body (10 min; 421).
 	DataTimeout time.Duration
 	// MaxConns bounds open connections (200), MaxConnsPerIP those of one
-	// client address (20); more are refused with 421.
+	// client address, an IPv4 address or an IPv6 /64 (20); more are
+	// refused with "421 4.7.0 too many connections".
+	//
+	// Clients InsecureAuth allows are exempt from MaxConnsPerIP but count
+	// toward MaxConns. The engine allows loopback, where the webmail runs
+	// and submits for all of its users: one address speaking for many
+	// people must not be held to one person's share (as imapd does, and
+	// as the login throttles do for IMAP).
 	MaxConns, MaxConnsPerIP int
 
 	// KeepHeaders stops the server from adding Message-ID: and Date: to
@@ -117,8 +130,8 @@ func (c *Config) setDefaults() error {
 	setDefault(&c.AuthTimeout, 30*time.Second)
 	setDefault(&c.IdleTimeout, 5*time.Minute)
 	setDefault(&c.DataTimeout, 10*time.Minute)
-	setDefault(&c.MaxConns, 200)
-	setDefault(&c.MaxConnsPerIP, 20)
+	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.MaxConnsPerIP, DefaultMaxConnsPerIP)
 	if c.InsecureAuth == nil {
 		c.InsecureAuth = func(net.Addr) bool { return false }
 	}

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxcont/mxcont/admin/auth"
+	"github.com/mxcont/mxcont/internal/connlimit"
 	"github.com/mxcont/mxcont/outbound"
 )
 
@@ -31,6 +32,7 @@ type Server struct {
 	userThrottle *auth.Throttle
 	ipThrottle   *auth.Throttle
 	rate         *rateLimiter
+	lim          *connlimit.Limiter
 
 	ctx    context.Context // ends pending Authenticate calls on shutdown
 	cancel context.CancelFunc
@@ -38,7 +40,6 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	conns     map[*sconn]struct{}
-	perIP     map[netip.Addr]int
 	draining  atomic.Bool
 }
 
@@ -60,8 +61,14 @@ func New(log *zap.Logger, cfg Config, users Users, q *outbound.Queue) (*Server, 
 		ipThrottle:   auth.NewThrottle(cfg.IPThrottle),
 		rate:         newRateLimiter(cfg.MessagesPerHour, time.Hour),
 		conns:        make(map[*sconn]struct{}),
-		perIP:        make(map[netip.Addr]int),
 	}
+	s.lim = connlimit.New(connlimit.Config{
+		MaxTotal: cfg.MaxConns,
+		MaxPerIP: cfg.MaxConnsPerIP,
+		Exempt: func(a netip.Addr) bool {
+			return cfg.InsecureAuth(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		},
+	})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = cfg.Hostname
@@ -100,7 +107,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.srv.Serve(&listener{Listener: ln, s: s})
+	refuse := func(c net.Conn) {
+		s.log.Info("connection refused", zap.Stringer("client-ip", connlimit.AddrOf(c.RemoteAddr())), zap.String("reason", "too many connections"))
+		_, _ = io.WriteString(c, tooManyConnections)
+	}
+	err := s.srv.Serve(&listener{Listener: connlimit.NewListener(ln, s.lim, refuse), s: s})
 	if s.draining.Load() {
 		return nil
 	}
@@ -142,7 +153,12 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return b.s.newSession(c), nil
 }
 
-// listener wraps accepted connections and enforces connection limits.
+// tooManyConnections answers a connection over a limit (Config.MaxConns,
+// Config.MaxConnsPerIP).
+const tooManyConnections = "421 4.7.0 too many connections\r\n"
+
+// listener wraps accepted connections in sconns. The connection limits
+// are enforced beneath it, by a connlimit.Listener.
 type listener struct {
 	net.Listener
 	s *Server
@@ -160,32 +176,23 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
-// admit tracks c, or refuses it with 421 when over a limit or draining.
+// admit tracks c (within the connection limits already), or refuses it
+// with 421 when draining.
 func (s *Server) admit(c net.Conn) *sconn {
 	ip := addrOf(c.RemoteAddr())
 	s.mu.Lock()
-	var why string
-	switch {
-	case s.draining.Load():
-		why = "421 4.3.2 Service shutting down\r\n"
-	case len(s.conns) >= s.cfg.MaxConns:
-		why = "421 4.7.0 Too many connections, try again later\r\n"
-	case s.perIP[ip] >= s.cfg.MaxConnsPerIP:
-		why = "421 4.7.0 Too many connections from your address\r\n"
-	}
-	if why != "" {
+	if s.draining.Load() {
 		s.mu.Unlock()
 		go func() {
-			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			_, _ = io.WriteString(c, why)
+			_ = c.SetWriteDeadline(time.Now().Add(connlimit.RefuseTimeout))
+			_, _ = io.WriteString(c, "421 4.3.2 Service shutting down\r\n")
 			_ = c.Close()
 		}()
-		s.log.Info("connection refused", zap.String("client-ip", ip.String()), zap.String("reason", why[10:len(why)-2]))
+		s.log.Info("connection refused", zap.String("client-ip", ip.String()), zap.String("reason", "shutting down"))
 		return nil
 	}
 	sc := &sconn{Conn: c, s: s, ip: ip}
 	s.conns[sc] = struct{}{}
-	s.perIP[ip]++
 	s.mu.Unlock()
 	return sc
 }
@@ -236,9 +243,6 @@ func (c *sconn) Close() error {
 	c.closeOnce.Do(func() {
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
-		if c.s.perIP[c.ip]--; c.s.perIP[c.ip] <= 0 {
-			delete(c.s.perIP, c.ip)
-		}
 		c.s.mu.Unlock()
 	})
 	return c.Conn.Close()

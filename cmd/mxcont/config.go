@@ -17,6 +17,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mxcont/mxcont/engine/registry"
+	"github.com/mxcont/mxcont/mailbox/imapd"
+	"github.com/mxcont/mxcont/submit"
 )
 
 // Defaults of the config file; see defaultConfig.
@@ -37,6 +39,13 @@ const (
 	defaultRelayPoolSize       = 8
 	defaultLogLevel            = "info"
 	defaultShadowKeep          = 7 * 24 * time.Hour
+
+	// Both-mode servers: enough for a webmail on the same host (exempt
+	// from the per-IP limits, see imapd.Config) plus direct clients.
+	defaultIMAPMaxConnections            = imapd.DefaultMaxConnections      // 1000
+	defaultIMAPMaxConnectionsPerIP       = imapd.DefaultMaxConnectionsPerIP // 50
+	defaultSubmissionMaxConnections      = submit.DefaultMaxConns           // 200
+	defaultSubmissionMaxConnectionsPerIP = submit.DefaultMaxConnsPerIP      // 20
 )
 
 // Limits enforced by validate.
@@ -90,6 +99,16 @@ type fileConfig struct {
 	MaxConnections int `yaml:"max_connections"`
 	// MaxConnectionsPerIP caps concurrent SMTP connections per client IP.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// IMAPMaxConnections caps concurrent IMAP connections (both
+	// listeners together); IMAPMaxConnectionsPerIP those of one client
+	// IP. Loopback (the webmail) is exempt from the per-IP cap.
+	IMAPMaxConnections      int `yaml:"imap_max_connections"`
+	IMAPMaxConnectionsPerIP int `yaml:"imap_max_connections_per_ip"`
+	// SubmissionMaxConnections caps concurrent submission connections;
+	// SubmissionMaxConnectionsPerIP those of one client IP. Loopback (the
+	// webmail) is exempt from the per-IP cap.
+	SubmissionMaxConnections      int `yaml:"submission_max_connections"`
+	SubmissionMaxConnectionsPerIP int `yaml:"submission_max_connections_per_ip"`
 	// IdleTimeout bounds the wait for the next SMTP command.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// DataTimeout bounds the whole DATA phase of one message.
@@ -157,6 +176,11 @@ func defaultConfig() *fileConfig {
 		RelayPoolSize:       defaultRelayPoolSize,
 		LogLevel:            defaultLogLevel,
 		ShadowKeep:          defaultShadowKeep,
+
+		IMAPMaxConnections:            defaultIMAPMaxConnections,
+		IMAPMaxConnectionsPerIP:       defaultIMAPMaxConnectionsPerIP,
+		SubmissionMaxConnections:      defaultSubmissionMaxConnections,
+		SubmissionMaxConnectionsPerIP: defaultSubmissionMaxConnectionsPerIP,
 	}
 }
 
@@ -336,6 +360,10 @@ func (c *fileConfig) validate() error {
 		{"max_recipients", c.MaxRecipients},
 		{"max_connections", c.MaxConnections},
 		{"max_connections_per_ip", c.MaxConnectionsPerIP},
+		{"imap_max_connections", c.IMAPMaxConnections},
+		{"imap_max_connections_per_ip", c.IMAPMaxConnectionsPerIP},
+		{"submission_max_connections", c.SubmissionMaxConnections},
+		{"submission_max_connections_per_ip", c.SubmissionMaxConnectionsPerIP},
 	} {
 		if n.value < 1 {
 			return configError(n.key, "must be at least 1, got %d", n.value)

@@ -39,6 +39,10 @@ max_message_bytes: 104857600
 max_recipients: 500
 max_connections: 2000
 max_connections_per_ip: 20
+imap_max_connections: 300
+imap_max_connections_per_ip: 10
+submission_max_connections: 40
+submission_max_connections_per_ip: 5
 idle_timeout: 2m
 data_timeout: 1h
 min_free_bytes: 1073741824
@@ -78,38 +82,42 @@ func TestLoadConfigGood(t *testing.T) {
 		t.Fatalf("loadConfig: %v", err)
 	}
 	want := &fileConfig{
-		DataDir:             "/var/lib/mxcont",
-		SMTPAddr:            ":25",
-		HTTPAddr:            "127.0.0.1:8080",
-		IMAPAddr:            "[::1]:1143",
-		IMAPSAddr:           "[::1]:1993",
-		SubmissionAddr:      "0.0.0.0:587",
-		OutboundSmarthost:   "relay.provider.net:2525",
-		ShadowKeep:          72 * time.Hour,
-		ProbeInterval:       5 * time.Second,
-		Hostname:            "mx1.provider.net",
-		Shards:              16,
-		MaxMessageBytes:     100 << 20,
-		MaxRecipients:       500,
-		MaxConnections:      2000,
-		MaxConnectionsPerIP: 20,
-		IdleTimeout:         2 * time.Minute,
-		DataTimeout:         time.Hour,
-		MinFreeBytes:        1 << 30,
-		BareNewlines:        "reject",
-		TLSCert:             "/etc/mxcont/cert.pem",
-		TLSKey:              "/etc/mxcont/key.pem",
-		ProxyProtocolFrom:   []string{"10.0.0.0/8", "192.0.2.10/32"},
-		AlertSmarthost:      "smtp.provider.net:587",
-		AlertFrom:           "MXCont@provider.net",
-		AlertWebhook:        "https://hooks.provider.net/mxcont",
-		RelayPoolSize:       4,
-		RelayProbeTimeout:   3 * time.Second,
-		RelayDialTimeout:    5 * time.Second,
-		RelayCommandTimeout: 20 * time.Second,
-		RelayDataTimeout:    time.Minute,
-		RelayRetryBase:      10 * time.Second,
-		LogLevel:            "debug",
+		DataDir:                       "/var/lib/mxcont",
+		SMTPAddr:                      ":25",
+		HTTPAddr:                      "127.0.0.1:8080",
+		IMAPAddr:                      "[::1]:1143",
+		IMAPSAddr:                     "[::1]:1993",
+		SubmissionAddr:                "0.0.0.0:587",
+		OutboundSmarthost:             "relay.provider.net:2525",
+		ShadowKeep:                    72 * time.Hour,
+		ProbeInterval:                 5 * time.Second,
+		Hostname:                      "mx1.provider.net",
+		Shards:                        16,
+		MaxMessageBytes:               100 << 20,
+		MaxRecipients:                 500,
+		MaxConnections:                2000,
+		MaxConnectionsPerIP:           20,
+		IMAPMaxConnections:            300,
+		IMAPMaxConnectionsPerIP:       10,
+		SubmissionMaxConnections:      40,
+		SubmissionMaxConnectionsPerIP: 5,
+		IdleTimeout:                   2 * time.Minute,
+		DataTimeout:                   time.Hour,
+		MinFreeBytes:                  1 << 30,
+		BareNewlines:                  "reject",
+		TLSCert:                       "/etc/mxcont/cert.pem",
+		TLSKey:                        "/etc/mxcont/key.pem",
+		ProxyProtocolFrom:             []string{"10.0.0.0/8", "192.0.2.10/32"},
+		AlertSmarthost:                "smtp.provider.net:587",
+		AlertFrom:                     "MXCont@provider.net",
+		AlertWebhook:                  "https://hooks.provider.net/mxcont",
+		RelayPoolSize:                 4,
+		RelayProbeTimeout:             3 * time.Second,
+		RelayDialTimeout:              5 * time.Second,
+		RelayCommandTimeout:           20 * time.Second,
+		RelayDataTimeout:              time.Minute,
+		RelayRetryBase:                10 * time.Second,
+		LogLevel:                      "debug",
 		Domains: []registry.Domain{{
 			Name: "customer.com", Mode: "relay", RelayHost: "mail.customer.com:25", Monitoring: true,
 			AlertEmails: []string{"noc@provider.net"}, AllowedSources: []string{}, RetentionDays: 30,
@@ -167,7 +175,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 		d.ProbeInterval != 10*time.Second || d.Shards != 8 || d.MaxMessageBytes != 50<<20 ||
 		d.MaxRecipients != 1000 || d.MaxConnections != 1000 || d.MaxConnectionsPerIP != 50 ||
 		d.IdleTimeout != 5*time.Minute || d.DataTimeout != 30*time.Minute || d.MinFreeBytes != 256<<20 ||
-		d.BareNewlines != "normalize" || d.RelayPoolSize != 8 || d.LogLevel != "info" {
+		d.BareNewlines != "normalize" || d.RelayPoolSize != 8 || d.LogLevel != "info" ||
+		d.IMAPMaxConnections != 1000 || d.IMAPMaxConnectionsPerIP != 50 ||
+		d.SubmissionMaxConnections != 200 || d.SubmissionMaxConnectionsPerIP != 20 {
 		t.Fatalf("defaultConfig() = %+v", d)
 	}
 }
@@ -220,6 +230,12 @@ func TestLoadConfigBad(t *testing.T) {
 		{"tiny messages", "max_message_bytes: 100\n", `config: max_message_bytes: must be at least 1024, got 100`},
 		{"zero recipients", "max_recipients: 0\n", `config: max_recipients: must be at least 1, got 0`},
 		{"negative per-ip", "max_connections_per_ip: -1\n", `config: max_connections_per_ip: must be at least 1, got -1`},
+		{"negative imap total", "imap_max_connections: -1\n", `config: imap_max_connections: must be at least 1, got -1`},
+		{"negative imap per-ip", "imap_max_connections_per_ip: -5\n", `config: imap_max_connections_per_ip: must be at least 1, got -5`},
+		{"zero imap per-ip", "imap_max_connections_per_ip: 0\n", `config: imap_max_connections_per_ip: must be at least 1, got 0`},
+		{"negative submission total", "submission_max_connections: -1\n", `config: submission_max_connections: must be at least 1, got -1`},
+		{"negative submission per-ip", "submission_max_connections_per_ip: -2\n", `config: submission_max_connections_per_ip: must be at least 1, got -2`},
+		{"imap limit type", "imap_max_connections: lots\n", "config: line 1: cannot unmarshal !!str `lots` into int"},
 		{"short data timeout", "data_timeout: 500ms\n", `config: data_timeout: must be at least 1s, got 500ms`},
 		{"negative free bytes", "min_free_bytes: -1\n", `config: min_free_bytes: must not be negative, got -1`},
 		{"bare newlines", "bare_newlines: fix\n", `config: bare_newlines: must be "normalize" or "reject", got "fix"`},
@@ -312,9 +328,29 @@ func TestEngineConfigCarriesSettings(t *testing.T) {
 		{"data timeout", e.Relay.DataTimeout, time.Minute},
 		{"retry base", e.Relay.RetryBase, 10 * time.Second},
 		{"pool size", e.Relay.PoolSize, 4},
+		{"imap max connections", e.IMAP.MaxConnections, 300},
+		{"imap max connections per ip", e.IMAP.MaxConnectionsPerIP, 10},
+		{"submission max connections", e.Submit.MaxConns, 40},
+		{"submission max connections per ip", e.Submit.MaxConnsPerIP, 5},
 	} {
 		if chk.got != chk.want {
 			t.Errorf("%s: engine config has %v, want %v", chk.name, chk.got, chk.want)
+		}
+	}
+}
+
+// TestRunBadConnectionLimit: a bad limit stops the node before it starts,
+// with exit code 2 and the key in the message.
+func TestRunBadConnectionLimit(t *testing.T) {
+	for _, key := range []string{"imap_max_connections", "imap_max_connections_per_ip",
+		"submission_max_connections", "submission_max_connections_per_ip"} {
+		path := writeConfig(t, "data_dir: "+t.TempDir()+"\n"+key+": -1\n")
+		var stdout, stderr strings.Builder
+		if code := run([]string{"serve", "-config", path}, &stdout, &stderr); code != 2 {
+			t.Errorf("%s: exit code %d, want 2 (stderr %q)", key, code, stderr.String())
+		}
+		if want := "config: " + key + ": must be at least 1, got -1\n"; stderr.String() != want {
+			t.Errorf("%s: stderr %q, want %q", key, stderr.String(), want)
 		}
 	}
 }

@@ -18,10 +18,12 @@ import (
 
 	"github.com/mxcont/mxcont/engine"
 	"github.com/mxcont/mxcont/mailbox"
+	"github.com/mxcont/mxcont/mailbox/imapd"
 	"github.com/mxcont/mxcont/outbound"
 	"github.com/mxcont/mxcont/relayq"
 	"github.com/mxcont/mxcont/smtpd"
 	"github.com/mxcont/mxcont/spool"
+	"github.com/mxcont/mxcont/submit"
 )
 
 const usage = `usage: mxcont serve [flags]
@@ -153,6 +155,8 @@ func engineConfig(c *fileConfig) engine.Config {
 		SubmissionAddr: c.SubmissionAddr,
 		Mailbox:        mailbox.Config{Keep: c.ShadowKeep},
 		Outbound:       outbound.Config{Smarthost: c.OutboundSmarthost},
+		IMAP:           imapd.Config{MaxConnections: c.IMAPMaxConnections, MaxConnectionsPerIP: c.IMAPMaxConnectionsPerIP},
+		Submit:         submit.Config{MaxConns: c.SubmissionMaxConnections, MaxConnsPerIP: c.SubmissionMaxConnectionsPerIP},
 		TLSCertFile:    c.TLSCert,
 		TLSKeyFile:     c.TLSKey,
 		Domains:        c.Domains,

@@ -54,7 +54,7 @@ func newEnv(t testing.TB, mods ...func(*env, *Config)) *env {
 	for _, m := range mods {
 		m(e, &cfg)
 	}
-	e.start(cfg, nil)
+	e.start(cfg, false)
 	return e
 }
 
@@ -67,9 +67,9 @@ func (e *env) openStore() {
 	e.t.Cleanup(func() { _ = st.Close() })
 }
 
-// start runs a server on a fresh loopback listener, wrapped by wrap if
-// not nil (tls.NewListener for implicit TLS).
-func (e *env) start(cfg Config, wrap func(net.Listener) net.Listener) {
+// start runs a server on a fresh loopback listener, with implicit TLS
+// (ServeTLS) if implicitTLS.
+func (e *env) start(cfg Config, implicitTLS bool) {
 	srv, err := New(zaptest.NewLogger(e.t), cfg, e.st)
 	if err != nil {
 		e.t.Fatal(err)
@@ -79,11 +79,12 @@ func (e *env) start(cfg Config, wrap func(net.Listener) net.Listener) {
 		e.t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
-	if wrap != nil {
-		ln = wrap(ln)
+	serve := srv.Serve
+	if implicitTLS {
+		serve = srv.ServeTLS
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
+	go func() { done <- serve(ln) }()
 	e.srv = srv
 	e.t.Cleanup(func() {
 		_ = srv.Close()

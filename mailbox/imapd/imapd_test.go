@@ -373,7 +373,7 @@ func (e *env) restart(cfg Config) {
 		e.t.Fatal(err)
 	}
 	e.openStore()
-	e.start(cfg, nil)
+	e.start(cfg, false)
 }
 
 func TestIsolation(t *testing.T) {
@@ -654,7 +654,7 @@ func TestImplicitTLS(t *testing.T) {
 	e.user("alice@example.com")
 	strict := Config{TLS: tc, InsecureAuth: func(net.Addr) bool { return false },
 		Throttle: auth.NewThrottle(auth.ThrottleConfig{Free: 2, Base: time.Hour})}
-	e.start(strict, func(ln net.Listener) net.Listener { return tls.NewListener(ln, tc) })
+	e.start(strict, true)
 	dial := func() *imapclient.Client {
 		c, err := imapclient.DialTLS(e.addr, &imapclient.Options{TLSConfig: e.clientTLS()})
 		if err != nil {

@@ -14,6 +14,10 @@
 // Passwords travel in the clear only over TLS (implicit, or after
 // STARTTLS) or from clients Config.InsecureAuth trusts (the webmail on
 // loopback); other clients see LOGINDISABLED until they start TLS.
+//
+// Connections are limited in total and per client address before any
+// IMAP is spoken (package internal/connlimit); a client over a limit is
+// greeted with "* BYE too many connections" and disconnected.
 package imapd
 
 import (
@@ -21,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -29,6 +34,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mxcont/mxcont/admin/auth"
+	"github.com/mxcont/mxcont/internal/connlimit"
 	"github.com/mxcont/mxcont/mailbox"
 )
 
@@ -37,9 +43,14 @@ var ErrServerClosed = errors.New("imapd: server closed")
 
 // Defaults for Config.
 const (
-	DefaultMaxConnections = 1000
-	DefaultAppendLimit    = 50 << 20
+	DefaultMaxConnections      = 1000
+	DefaultMaxConnectionsPerIP = 50
+	DefaultAppendLimit         = 50 << 20
 )
+
+// tooManyConnections is the greeting of a connection over a limit (RFC
+// 3501 section 7.1.5: BYE may be sent as the greeting).
+const tooManyConnections = "* BYE too many connections\r\n"
 
 // Config configures a Server.
 type Config struct {
@@ -56,8 +67,20 @@ type Config struct {
 	// Throttle slows down password guessing, by user and by client IP;
 	// nil: auth.NewThrottle(auth.ThrottleConfig{}).
 	Throttle *auth.Throttle
-	// MaxConnections bounds concurrent sessions (DefaultMaxConnections).
-	MaxConnections int
+	// MaxConnections bounds the open connections of all listeners
+	// together (DefaultMaxConnections); MaxConnectionsPerIP those of one
+	// client address, an IPv4 address or an IPv6 /64
+	// (DefaultMaxConnectionsPerIP). Connections over a limit are greeted
+	// with "* BYE too many connections" and closed.
+	//
+	// Clients InsecureAuth trusts are exempt from MaxConnectionsPerIP but
+	// count toward MaxConnections. The engine trusts loopback, where the
+	// webmail runs: Roundcube opens a connection per request for every
+	// user, so from its address 50 connections are normal load, not abuse;
+	// a separate loopback cap would only be a second total. Behind a proxy
+	// on the same host every client would be loopback, and then only the
+	// total applies.
+	MaxConnections, MaxConnectionsPerIP int
 	// AppendLimit bounds APPEND's message size in bytes
 	// (DefaultAppendLimit).
 	AppendLimit int64
@@ -76,6 +99,7 @@ type Server struct {
 	strict, trusted     *imapserver.Server
 	strictLn, trustedLn *chanListener
 	inner               sync.WaitGroup
+	lim                 *connlimit.Limiter
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -100,6 +124,9 @@ func New(log *zap.Logger, cfg Config, st *mailbox.Store) (*Server, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
+	if cfg.MaxConnectionsPerIP <= 0 {
+		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
 	if cfg.AppendLimit <= 0 {
 		cfg.AppendLimit = DefaultAppendLimit
 	}
@@ -107,6 +134,13 @@ func New(log *zap.Logger, cfg Config, st *mailbox.Store) (*Server, error) {
 		return nil, fmt.Errorf("imapd: append limit %d too large", cfg.AppendLimit)
 	}
 	s := &Server{log: log, cfg: cfg, st: st, listeners: make(map[net.Listener]struct{})}
+	s.lim = connlimit.New(connlimit.Config{
+		MaxTotal: cfg.MaxConnections,
+		MaxPerIP: cfg.MaxConnectionsPerIP,
+		Exempt: func(a netip.Addr) bool {
+			return cfg.InsecureAuth(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
+		},
+	})
 	caps := imap.CapSet{}
 	for _, c := range []imap.Cap{
 		imap.CapIMAP4rev1, imap.CapNamespace, imap.CapUIDPlus, imap.CapESearch, imap.CapSearchRes,
@@ -142,10 +176,40 @@ func New(log *zap.Logger, cfg Config, st *mailbox.Store) (*Server, error) {
 	return s, nil
 }
 
-// Serve accepts connections on ln until Close. Connections from a
-// tls.NewListener count as secure; on others STARTTLS is offered when
-// Config.TLS is set.
+// Serve accepts plain connections on ln until Close; STARTTLS is offered
+// when Config.TLS is set. For implicit TLS use ServeTLS: the connection
+// limits count the TCP connections beneath TLS, so ln must not be a
+// tls.NewListener (Serve fails when it yields a *tls.Conn).
 func (s *Server) Serve(ln net.Listener) error {
+	return s.serve(ln, connlimit.NewListener(ln, s.lim, s.logRefusal(connlimit.RefuseLine(tooManyConnections))), false)
+}
+
+// ServeTLS accepts implicit-TLS connections (port 993 style) on ln, a
+// plain TCP listener, until Close, with Config.TLS. A connection over a
+// limit gets its BYE after the TLS handshake.
+func (s *Server) ServeTLS(ln net.Listener) error {
+	if s.cfg.TLS == nil {
+		return errors.New("imapd: ServeTLS without Config.TLS")
+	}
+	refuse := func(c net.Conn) {
+		tc := tls.Server(c, s.cfg.TLS)
+		_, _ = tc.Write([]byte(tooManyConnections))
+		_ = tc.Close()
+	}
+	return s.serve(ln, tls.NewListener(connlimit.NewListener(ln, s.lim, s.logRefusal(refuse)), s.cfg.TLS), true)
+}
+
+// logRefusal logs each refused connection before refuse answers it.
+func (s *Server) logRefusal(refuse func(net.Conn)) func(net.Conn) {
+	return func(c net.Conn) {
+		s.log.Info("imap connection refused: too many connections", zap.Stringer("remote", c.RemoteAddr()))
+		refuse(c)
+	}
+}
+
+// serve runs the accept loop of wrapped, ln wrapped in the connection
+// limits (and TLS when implicitTLS).
+func (s *Server) serve(ln, wrapped net.Listener, implicitTLS bool) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -160,7 +224,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}()
 	s.log.Info("imap listening", zap.String("addr", ln.Addr().String()), zap.String("hostname", s.cfg.Hostname))
 	for {
-		c, err := ln.Accept()
+		c, err := wrapped.Accept()
 		if err != nil {
 			s.mu.Lock()
 			closed := s.closed
@@ -173,6 +237,13 @@ func (s *Server) Serve(ln net.Listener) error {
 				continue
 			}
 			return fmt.Errorf("imapd: accept: %w", err)
+		}
+		if cc, ok := c.(*connlimit.Conn); ok && !implicitTLS {
+			if _, isTLS := cc.Conn.(*tls.Conn); isTLS {
+				_ = c.Close()
+				_ = ln.Close()
+				return errors.New("imapd: Serve given a TLS listener; use ServeTLS")
+			}
 		}
 		target := s.strictLn
 		if _, isTLS := c.(*tls.Conn); isTLS || s.cfg.InsecureAuth(c.RemoteAddr()) {
@@ -216,14 +287,10 @@ func (s *Server) Sessions() int {
 	return s.sessions
 }
 
-// newSession is imapserver.Options.NewSession.
+// newSession is imapserver.Options.NewSession. The connection limits were
+// applied when the connection was accepted (Serve).
 func (s *Server) newSession(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 	s.mu.Lock()
-	if s.sessions >= s.cfg.MaxConnections {
-		s.mu.Unlock()
-		s.log.Warn("imap connection refused: too many", zap.Stringer("remote", c.NetConn().RemoteAddr()))
-		return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Too many connections, try again later"}
-	}
 	s.sessions++
 	s.mu.Unlock()
 	return &session{srv: s, conn: c, remote: c.NetConn().RemoteAddr()}, nil, nil
