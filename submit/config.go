@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"time"
 
 	"github.com/mxcont/mxcont/admin/auth"
 	"github.com/mxcont/mxcont/engine/registry"
+	"github.com/mxcont/mxcont/internal/connlimit"
 )
 
 // Users checks mailbox users' passwords. The engine adapts the mailbox
@@ -32,24 +32,8 @@ var ErrUnavailable = errors.New("submit: user store unavailable")
 // Loopback is a Config.InsecureAuth that allows plain-text AUTH from
 // loopback clients only (a webmail on the same host).
 func Loopback(a net.Addr) bool {
-	ip := addrOf(a)
+	ip := connlimit.AddrOf(a)
 	return ip.IsValid() && ip.IsLoopback()
-}
-
-// addrOf returns a connection address's IP (unmapped), or the zero Addr.
-func addrOf(a net.Addr) netip.Addr {
-	switch v := a.(type) {
-	case *net.TCPAddr:
-		ip, _ := netip.AddrFromSlice(v.IP)
-		return ip.Unmap()
-	case nil:
-		return netip.Addr{}
-	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
 }
 
 // Defaults of Config's connection limits.

@@ -179,7 +179,7 @@ func (l *listener) Accept() (net.Conn, error) {
 // admit tracks c (within the connection limits already), or refuses it
 // with 421 when draining.
 func (s *Server) admit(c net.Conn) *sconn {
-	ip := addrOf(c.RemoteAddr())
+	ip := connlimit.AddrOf(c.RemoteAddr())
 	s.mu.Lock()
 	if s.draining.Load() {
 		s.mu.Unlock()
