@@ -70,7 +70,7 @@ type sconn struct {
 	// line (dropping the read error), so go-smtp runs that truncated
 	// command before it sees the error: the session refuses every command
 	// from then on, and Write drops every reply but go-smtp's last one
-	// (finalReplies), so the client never sees a truncated command run.
+	// (finalReply), so the client never sees a truncated command run.
 	truncated atomic.Bool
 
 	// lineDeadline is when the command line being received must be
