@@ -195,7 +195,7 @@ func TestPortal(t *testing.T) {
 	if !strings.Contains(csp, "default-src 'self'") || r.header.Get("X-Frame-Options") != "DENY" {
 		t.Errorf("security headers: CSP %q", csp)
 	}
-	for _, f := range []string{"/core.js", "/dashboard.js", "/domains.js", "/queue.js", "/events.js", "/mailboxes.js", "/style.css", "/favicon.svg"} {
+	for _, f := range []string{"/core.js", "/dashboard.js", "/domains.js", "/queue.js", "/events.js", "/mailboxes.js", "/account.js", "/style.css", "/favicon.svg"} {
 		r := anon.do("GET", f, nil)
 		expect(t, f, r, http.StatusOK)
 		if strings.Contains(string(r.body), "cdn.") || strings.Contains(string(r.body), "fonts.googleapis") {

@@ -10,11 +10,12 @@
     'login': 'Login', 'login-failed': 'Failed login', 'logout': 'Logout',
     'message-deleted': 'Message deleted', 'message-retried': 'Message retried', 'queue-flushed': 'Queue flushed',
     'account-created': 'Account created', 'user-created': 'User created', 'token-created': 'API token created',
+    'token-revoked': 'API token revoked', 'password-changed': 'Password changed', 'password-reset': 'Password reset', 'user-deleted': 'User deleted',
     'mailbox-created': 'Mailbox added', 'mailbox-deleted': 'Mailbox deleted', 'mailbox-password-reset': 'Mailbox password reset',
   };
 
   function row(e) {
-    const bad = /failed|started|deleted/.test(e.type);
+    const bad = /failed|started|deleted|revoked/.test(e.type);
     return el('tr', { dataset: { id: e.id } },
       el('td', { class: 'nowrap', text: MX.fmtTime(e.time) }),
       el('td', {}, el('span', { class: 'pill' + (bad ? ' failed' : ''), text: labels[e.type] || e.type })),
