@@ -65,37 +65,6 @@ func (l *connLimits) open() int {
 	return l.total
 }
 
-// ipKey is the per-address limit key of a client: the address itself for
-// IPv4, its /64 for IPv6 (one site usually owns a whole /64).
-func ipKey(a netip.Addr) netip.Addr {
-	a = a.Unmap().WithZone("")
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		return p.Addr()
-	}
-	return a
-}
-
-// addrOf returns the IP address of a net.Addr (invalid if it has none).
-func addrOf(a net.Addr) netip.Addr {
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		if a == nil {
-			return netip.Addr{}
-		}
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
-	case nil:
-		return netip.Addr{}
-	default:
-		ap, err := netip.ParseAddrPort(a.String())
-		if err != nil {
-			return netip.Addr{}
-		}
-		return ap.Addr().Unmap()
-	}
-}
-
 // refuse tells a connection it is over a limit and closes it. It does not
 // read from the client; the write is bounded by a short deadline.
 func refuse(c net.Conn, line string) {

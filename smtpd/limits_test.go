@@ -68,16 +68,3 @@ func TestConnectionLimitPerIP(t *testing.T) {
 		t.Errorf("conn-per-ip counted %d times", n)
 	}
 }
-
-func TestIPKey(t *testing.T) {
-	for in, want := range map[string]string{
-		"192.0.2.1":               "192.0.2.1",
-		"::ffff:192.0.2.1":        "192.0.2.1",
-		"2001:db8:1:2:3:4:5:6":    "2001:db8:1:2::",
-		"2001:db8:1:2:ffff::1%e0": "2001:db8:1:2::",
-	} {
-		if got := ipKey(netip.MustParseAddr(in)); got.String() != want {
-			t.Errorf("ipKey(%s) = %s, want %s", in, got, want)
-		}
-	}
-}

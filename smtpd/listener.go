@@ -10,6 +10,8 @@ import (
 
 	"github.com/pires/go-proxyproto"
 	"go.uber.org/zap"
+
+	"github.com/mxcont/mxcont/internal/connlimit"
 )
 
 // listener sits between the real listener and go-smtp. Its own accept loop
@@ -117,7 +119,7 @@ func (l *listener) acceptLoop() {
 			continue
 		}
 		l.wg.Add(1)
-		if l.srv.trusted(addrOf(raw.RemoteAddr())) {
+		if l.srv.trusted(connlimit.AddrOf(raw.RemoteAddr())) {
 			go l.prepare(raw) // may wait for a PROXY header
 		} else {
 			l.prepare(raw) // does not block: spares a goroutine per connection
@@ -144,7 +146,7 @@ func retryableAccept(err error) bool {
 func (l *listener) prepare(raw net.Conn) {
 	defer l.wg.Done()
 	s := l.srv
-	peer := addrOf(raw.RemoteAddr())
+	peer := connlimit.AddrOf(raw.RemoteAddr())
 	c := &sconn{Conn: raw, srv: s, r: raw, client: peer, remote: raw.RemoteAddr()}
 	c.scan.limit = s.cfg.MaxLineLength
 	if s.trusted(peer) {
@@ -154,7 +156,7 @@ func (l *listener) prepare(raw net.Conn) {
 			return
 		}
 	}
-	c.slotKey = ipKey(c.client)
+	c.slotKey = connlimit.Key(c.client)
 	if !s.limits.acquireIP(c.slotKey) {
 		s.limits.releaseTotal()
 		s.metrics.Rejected(ReasonConnPerIP)
@@ -207,7 +209,7 @@ func (l *listener) readProxyHeader(c *sconn) bool {
 		}
 		return false
 	case h.Command.IsProxy():
-		if a := addrOf(h.SourceAddr); a.IsValid() {
+		if a := connlimit.AddrOf(h.SourceAddr); a.IsValid() {
 			c.client = a
 			c.remote = h.SourceAddr
 			c.proxied = true

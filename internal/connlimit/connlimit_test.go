@@ -34,6 +34,19 @@ func TestLimiter(t *testing.T) {
 	}
 }
 
+func TestKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.1":               "192.0.2.1",
+		"::ffff:192.0.2.1":        "192.0.2.1",
+		"2001:db8:1:2:3:4:5:6":    "2001:db8:1:2::",
+		"2001:db8:1:2:ffff::1%e0": "2001:db8:1:2::",
+	} {
+		if got := Key(netip.MustParseAddr(in)); got.String() != want {
+			t.Errorf("Key(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestKeyIPv6Prefix(t *testing.T) {
 	l := New(Config{MaxPerIP: 1})
 	if _, ok := l.Acquire(netip.MustParseAddr("2001:db8:1:2::1")); !ok {
