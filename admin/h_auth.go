@@ -48,31 +48,15 @@ func (s *Server) handleLogin(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, fasthttp.StatusBadRequest, "password: is required", "password")
 		return
 	}
-	ip := ctx.RemoteIP().String()
-	userKey, ipKey := "user:"+truncate(name, 64), "ip:"+ip
-	if s.throttled(ctx, userKey, ipKey) {
-		return
-	}
-	u, err := s.auth.Authenticate(ctx, name, req.Password)
-	if err != nil {
-		if !errors.Is(err, auth.ErrInvalidCredentials) {
-			s.writeErr(ctx, err)
-			return
-		}
-		s.users.Fail(userKey)
-		s.ips.Fail(ipKey)
-		s.met.logins.WithLabelValues("failure").Inc()
-		account := ""
-		if known, ok := s.auth.User(name); ok {
-			account = known.Account
-		}
-		actor := sanitize(truncate(name, 64))
-		s.events.Record(events.Event{Type: events.LoginFailed, Actor: actor, Account: account, Detail: "from " + ip})
-		s.log.Info("login failed", zap.String("username", actor), zap.String("remote-ip", ip))
+	u, err := s.checkPassword(ctx, name, req.Password, "", "login failed")
+	switch {
+	case errors.Is(err, auth.ErrInvalidCredentials):
 		writeError(ctx, fasthttp.StatusUnauthorized, "invalid username or password", "")
 		return
+	case err != nil:
+		return
 	}
-	s.users.Succeed(userKey)
+	ip := ctx.RemoteIP().String()
 	secret, sess, err := s.auth.NewSession(u.Username)
 	if errors.Is(err, auth.ErrNotFound) { // deleted since Authenticate
 		writeError(ctx, fasthttp.StatusUnauthorized, "invalid username or password", "")

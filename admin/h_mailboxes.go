@@ -31,6 +31,19 @@ type passwordRequest struct {
 	Password string `json:"password"`
 }
 
+// decodePassword reads a {password} body; an empty password answers 400.
+func decodePassword(ctx *fasthttp.RequestCtx) (string, bool) {
+	var req passwordRequest
+	if !decodeJSON(ctx, &req) {
+		return "", false
+	}
+	if req.Password == "" {
+		writeError(ctx, fasthttp.StatusBadRequest, "password: is required", "password")
+		return "", false
+	}
+	return req.Password, true
+}
+
 type mailboxList struct {
 	Domain    string         `json:"domain"`
 	Mailboxes []mailbox.User `json:"mailboxes"`
@@ -205,16 +218,12 @@ func (s *Server) handleSetMailboxPassword(ctx *fasthttp.RequestCtx, p *principal
 	if !ok {
 		return
 	}
-	var req passwordRequest
-	if !decodeJSON(ctx, &req) {
+	password, ok := decodePassword(ctx)
+	if !ok {
 		return
 	}
-	if req.Password == "" {
-		writeError(ctx, fasthttp.StatusBadRequest, "password: is required", "password")
-		return
-	}
-	if err := s.deps.Mailboxes.SetPassword(ctx, u.Address, req.Password); err != nil {
-		s.mailboxErr(ctx, err, req.Password)
+	if err := s.deps.Mailboxes.SetPassword(ctx, u.Address, password); err != nil {
+		s.mailboxErr(ctx, err, password)
 		return
 	}
 	s.events.Record(events.Event{Type: events.MailboxPasswordReset, Actor: p.actor(), Domain: d.Name, Account: d.Account,

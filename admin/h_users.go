@@ -19,36 +19,75 @@ import (
 // deleting users.
 
 // managedUser returns the user named by the path parameter "username" if p
-// may change it: operators may change anyone; an admin only the admins of
-// its own account. A user p cannot see (unknown, or of another account)
-// answers 404, so that other tenants' users do not show; an operator of
-// the admin's own account (visible in GET /users) answers 403.
+// may change it (see canManage), or answers 404 or 403.
 func (s *Server) managedUser(ctx *fasthttp.RequestCtx, p *principal, name string) (auth.User, bool) {
-	name = strings.ToLower(strings.TrimSpace(name))
-	u, ok := s.auth.User(name)
-	if !ok || !p.canSee(u.Account) {
+	u, ok := s.auth.User(strings.ToLower(strings.TrimSpace(name)))
+	switch canManage(p, u, ok) {
+	case fasthttp.StatusNotFound:
 		writeError(ctx, fasthttp.StatusNotFound, "no such user", "")
 		return auth.User{}, false
-	}
-	if !p.user.IsOperator() && u.IsOperator() {
+	case fasthttp.StatusForbidden:
 		writeError(ctx, fasthttp.StatusForbidden, "only operators may change operators", "")
 		return auth.User{}, false
 	}
 	return u, true
 }
 
-// throttled answers 429 with Retry-After and reports true while password
-// checks for userKey or ipKey are delayed (see handleLogin).
-func (s *Server) throttled(ctx *fasthttp.RequestCtx, userKey, ipKey string) bool {
-	wait := max(s.users.Wait(userKey), s.ips.Wait(ipKey))
-	if wait <= 0 {
-		return false
+// canManage says whether p may change user u (found false: no such user):
+// 0 if so; operators may change anyone, an admin only the admins of its
+// own account. A user p cannot see (unknown, or of another account) is
+// 404, so that other tenants' users do not show; an operator of the
+// admin's own account (visible in GET /users) is 403.
+func canManage(p *principal, u auth.User, found bool) int {
+	switch {
+	case !found || !p.canSee(u.Account):
+		return fasthttp.StatusNotFound
+	case !p.user.IsOperator() && u.IsOperator():
+		return fasthttp.StatusForbidden
 	}
-	s.met.logins.WithLabelValues("throttled").Inc()
-	ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-	writeError(ctx, fasthttp.StatusTooManyRequests,
-		fmt.Sprintf("too many failed logins; try again in %s", wait.Round(time.Second)), "")
-	return true
+	return 0
+}
+
+// errAnswered means the reply has been written.
+var errAnswered = errors.New("admin: answered")
+
+// checkPassword verifies user name's password under the login throttles
+// (per user and per client address). It answers 429 while either delays
+// password checks, and a store failure, itself (errAnswered). A wrong
+// password (auth.ErrInvalidCredentials; the caller answers) counts
+// against both throttles and is recorded as a failed login: event
+// detail what + "from <ip>", log line logMsg. A right one lifts the
+// user's throttle.
+func (s *Server) checkPassword(ctx *fasthttp.RequestCtx, name, password, what, logMsg string) (auth.User, error) {
+	ip := ctx.RemoteIP().String()
+	userKey, ipKey := "user:"+truncate(name, 64), "ip:"+ip
+	if wait := max(s.users.Wait(userKey), s.ips.Wait(ipKey)); wait > 0 {
+		s.met.logins.WithLabelValues("throttled").Inc()
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeError(ctx, fasthttp.StatusTooManyRequests,
+			fmt.Sprintf("too many failed logins; try again in %s", wait.Round(time.Second)), "")
+		return auth.User{}, errAnswered
+	}
+	u, err := s.auth.Authenticate(ctx, name, password)
+	switch {
+	case errors.Is(err, auth.ErrInvalidCredentials):
+		s.users.Fail(userKey)
+		s.ips.Fail(ipKey)
+		s.met.logins.WithLabelValues("failure").Inc()
+		account := ""
+		if known, ok := s.auth.User(name); ok {
+			account = known.Account
+		}
+		actor := sanitize(truncate(name, 64))
+		s.events.Record(events.Event{Type: events.LoginFailed, Actor: actor, Account: account, Detail: what + "from " + ip})
+		s.log.Info(logMsg, zap.String("username", actor), zap.String("remote-ip", ip))
+		return auth.User{}, err
+	case err != nil:
+		s.writeErr(ctx, err)
+		return auth.User{}, errAnswered
+	}
+	s.users.Succeed(userKey)
+	return u, nil
 }
 
 type tokenView struct {
@@ -109,11 +148,11 @@ func (s *Server) handleDeleteToken(ctx *fasthttp.RequestCtx, p *principal) {
 	account := p.user.Account
 	if t.Username != p.user.Username {
 		owner, ok := s.auth.User(t.Username)
-		if !ok || !p.canSee(owner.Account) {
+		switch canManage(p, owner, ok) {
+		case fasthttp.StatusNotFound:
 			writeError(ctx, fasthttp.StatusNotFound, "no such token", "")
 			return
-		}
-		if !p.user.IsOperator() && owner.IsOperator() {
+		case fasthttp.StatusForbidden:
 			writeError(ctx, fasthttp.StatusForbidden, "only operators may revoke operators' tokens", "")
 			return
 		}
@@ -167,26 +206,15 @@ func (s *Server) handleChangePassword(ctx *fasthttp.RequestCtx, p *principal) {
 		return
 	}
 	name := p.user.Username
-	ip := ctx.RemoteIP().String()
-	userKey, ipKey := "user:"+truncate(name, 64), "ip:"+ip
-	if s.throttled(ctx, userKey, ipKey) {
-		return
-	}
-	if _, err := s.auth.Authenticate(ctx, name, req.CurrentPassword); err != nil {
-		if !errors.Is(err, auth.ErrInvalidCredentials) {
-			s.writeErr(ctx, err)
-			return
-		}
-		s.users.Fail(userKey)
-		s.ips.Fail(ipKey)
-		s.met.logins.WithLabelValues("failure").Inc()
-		s.events.Record(events.Event{Type: events.LoginFailed, Actor: name, Account: p.user.Account,
-			Detail: "wrong current password on password change, from " + ip})
-		s.log.Info("password change refused: wrong current password", zap.String("username", name), zap.String("remote-ip", ip))
+	_, err := s.checkPassword(ctx, name, req.CurrentPassword,
+		"wrong current password on password change, ", "password change refused: wrong current password")
+	switch {
+	case errors.Is(err, auth.ErrInvalidCredentials):
 		writeError(ctx, fasthttp.StatusForbidden, "current_password: wrong password", "current_password")
 		return
+	case err != nil:
+		return
 	}
-	s.users.Succeed(userKey)
 	keep := ""
 	if p.via == viaSession {
 		keep = p.secret
@@ -228,15 +256,11 @@ func (s *Server) handleResetPassword(ctx *fasthttp.RequestCtx, p *principal) {
 		writeError(ctx, fasthttp.StatusForbidden, "change your own password with POST /api/v1/me/password", "")
 		return
 	}
-	var req passwordRequest
-	if !decodeJSON(ctx, &req) {
+	password, ok := decodePassword(ctx)
+	if !ok {
 		return
 	}
-	if req.Password == "" {
-		writeError(ctx, fasthttp.StatusBadRequest, "password: is required", "password")
-		return
-	}
-	n, err := s.auth.SetPassword(ctx, u.Username, req.Password, "")
+	n, err := s.auth.SetPassword(ctx, u.Username, password, "")
 	if err != nil {
 		if errors.Is(err, auth.ErrNotFound) { // deleted meanwhile
 			writeError(ctx, fasthttp.StatusNotFound, "no such user", "")
