@@ -65,9 +65,7 @@ func New(log *zap.Logger, cfg Config, users Users, q *outbound.Queue) (*Server, 
 	s.lim = connlimit.New(connlimit.Config{
 		MaxTotal: cfg.MaxConns,
 		MaxPerIP: cfg.MaxConnsPerIP,
-		Exempt: func(a netip.Addr) bool {
-			return cfg.InsecureAuth(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
-		},
+		Exempt:   connlimit.ExemptAddrs(cfg.InsecureAuth),
 	})
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	srv := smtp.NewServer(backend{s})

@@ -26,6 +26,12 @@ type Config struct {
 	Exempt func(netip.Addr) bool
 }
 
+// ExemptAddrs adapts a predicate on connection addresses (such as the
+// servers' InsecureAuth) to Config.Exempt.
+func ExemptAddrs(f func(net.Addr) bool) func(netip.Addr) bool {
+	return func(a netip.Addr) bool { return f(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0))) }
+}
+
 // Limiter counts open connections, in total and per client address. It is
 // safe for concurrent use.
 type Limiter struct {

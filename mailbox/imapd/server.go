@@ -25,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -137,9 +136,7 @@ func New(log *zap.Logger, cfg Config, st *mailbox.Store) (*Server, error) {
 	s.lim = connlimit.New(connlimit.Config{
 		MaxTotal: cfg.MaxConnections,
 		MaxPerIP: cfg.MaxConnectionsPerIP,
-		Exempt: func(a netip.Addr) bool {
-			return cfg.InsecureAuth(net.TCPAddrFromAddrPort(netip.AddrPortFrom(a, 0)))
-		},
+		Exempt:   connlimit.ExemptAddrs(cfg.InsecureAuth),
 	})
 	caps := imap.CapSet{}
 	for _, c := range []imap.Cap{
