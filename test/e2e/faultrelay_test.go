@@ -267,25 +267,11 @@ func (s *faultRelay) delivered() map[string]int {
 // waitDelivered polls until every id of want was answered 250.
 func (s *faultRelay) waitDelivered(t testing.TB, want map[string]bool, d time.Duration) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		got := s.delivered()
-		missing := 0
-		for id := range want {
-			if got[id] == 0 {
-				missing++
-			}
-		}
-		if missing == 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			open, maxOpen, total, drops, cut := s.stats()
-			t.Fatalf("%s: %d of %d acknowledged messages never arrived (conns open %d, max %d, total %d, drops %d, cut %v)",
-				s.addr, missing, len(want), open, maxOpen, total, drops, cut)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	return waitAll(t, want, d, 200*time.Millisecond, s.delivered, func(missing int) string {
+		open, maxOpen, total, drops, cut := s.stats()
+		return fmt.Sprintf("%s: %d of %d acknowledged messages never arrived (conns open %d, max %d, total %d, drops %d, cut %v)",
+			s.addr, missing, len(want), open, maxOpen, total, drops, cut)
+	})
 }
 
 func (s *faultRelay) String() string { return fmt.Sprintf("fault relay %s", s.addr) }

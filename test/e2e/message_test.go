@@ -193,23 +193,10 @@ func checkDelivered(b []byte) (string, bool) {
 // wait polls until every id of want has arrived, or fails the test.
 func (in *inbox) wait(t testing.TB, want map[string]bool, d time.Duration) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		in.scan()
-		missing := 0
-		for id := range want {
-			if in.ids[id] == 0 {
-				missing++
-			}
-		}
-		if missing == 0 {
-			return in.ids
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged messages never arrived at the primary", missing, len(want))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	seen := func() map[string]int { in.scan(); return in.ids }
+	return waitAll(t, want, d, 250*time.Millisecond, seen, func(missing int) string {
+		return fmt.Sprintf("%d of %d acknowledged messages never arrived at the primary", missing, len(want))
+	})
 }
 
 // sendBulk sends n messages of about 2 KiB to user@rcptDomain over conc

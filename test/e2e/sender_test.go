@@ -121,9 +121,19 @@ func acked(rs []sendResult) map[string]bool {
 // waitDelivered polls until every id in want arrived at p, or times out.
 func waitDelivered(t testing.TB, p *postfix, want map[string]bool, d time.Duration) map[string]int {
 	t.Helper()
+	return waitAll(t, want, d, 200*time.Millisecond, p.messageIDs, func(missing int) string {
+		return fmt.Sprintf("%d of %d acknowledged messages never arrived at the primary", missing, len(want))
+	})
+}
+
+// waitAll calls seen every `every` until the Message-IDs it returns (with
+// how often each arrived) include every id of want, and returns them; once
+// d has passed it fails the test with failMsg(how many are missing).
+func waitAll(t testing.TB, want map[string]bool, d, every time.Duration, seen func() map[string]int, failMsg func(missing int) string) map[string]int {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
-		got := p.messageIDs()
+		got := seen()
 		missing := 0
 		for id := range want {
 			if got[id] == 0 {
@@ -134,9 +144,9 @@ func waitDelivered(t testing.TB, p *postfix, want map[string]bool, d time.Durati
 			return got
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged messages never arrived at the primary", missing, len(want))
+			t.Fatal(failMsg(missing))
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 

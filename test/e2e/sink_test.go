@@ -82,21 +82,8 @@ func (s *smtpSink) scan() {
 // wait polls until every id of want has arrived, or fails the test.
 func (s *smtpSink) wait(t testing.TB, want map[string]bool, d time.Duration) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		s.scan()
-		missing := 0
-		for id := range want {
-			if s.ids[id] == 0 {
-				missing++
-			}
-		}
-		if missing == 0 {
-			return s.ids
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d acknowledged messages never arrived at the sink", missing, len(want))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	seen := func() map[string]int { s.scan(); return s.ids }
+	return waitAll(t, want, d, 250*time.Millisecond, seen, func(missing int) string {
+		return fmt.Sprintf("%d of %d acknowledged messages never arrived at the sink", missing, len(want))
+	})
 }
