@@ -171,8 +171,7 @@ func (b *bodyReader) unstuff(p []byte) (int, int) {
 	i := 0
 	for i < len(p) {
 		c := p[i]
-		switch b.state {
-		case dData:
+		if b.state == dData {
 			// The common case: copy up to and including the next CR.
 			j := bytes.IndexByte(p[i:], '\r')
 			if j < 0 {
@@ -183,36 +182,16 @@ func (b *bodyReader) unstuff(p []byte) (int, int) {
 			i += j + 1
 			b.state = dCR
 			continue
-		case dBeginLine:
-			switch c {
-			case '.':
-				b.state = dDot
-				i++
-				continue // dropped
-			case '\r':
-				b.state = dCR
-			default:
-				b.state = dData
-			}
-		case dDot:
-			if c == '\r' {
-				b.state = dDotCR
-				i++
-				continue // dropped
-			}
-			b.state = dData
-		case dDotCR:
-			if c == '\n' {
-				b.eof = true
-				return w, i + 1
-			}
-			b.state = dData // the dot and the CR stay dropped
-		case dCR:
-			if c == '\n' {
-				b.state = dBeginLine
-			} else {
-				b.state = dData
-			}
+		}
+		next, drop, end := dataStep(b.state, c)
+		if end {
+			b.eof = true
+			return w, i + 1
+		}
+		b.state = next
+		if drop {
+			i++
+			continue
 		}
 		p[w] = c
 		w++

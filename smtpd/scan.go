@@ -33,6 +33,41 @@ const (
 	dData
 )
 
+// dataStep is go-smtp's dataReader transition (quirks included) for byte
+// c in state: the next state, whether c is dropped from the body (a
+// stuffed dot, the CR of the end-of-data line), and whether c ends the
+// body (the LF of "\r\n.\r\n"). The scanner and the body reader both run
+// it, so they cannot disagree about where a body ends.
+func dataStep(state int, c byte) (next int, drop, end bool) {
+	switch state {
+	case dBeginLine:
+		switch c {
+		case '.':
+			return dDot, true, false
+		case '\r':
+			return dCR, false, false
+		}
+	case dDot:
+		if c == '\r' {
+			return dDotCR, true, false
+		}
+	case dDotCR:
+		if c == '\n' {
+			return dData, false, true
+		}
+		// Otherwise the dot and the CR stay dropped (go-smtp's quirk).
+	case dCR:
+		if c == '\n' {
+			return dBeginLine, false, false
+		}
+	case dData:
+		if c == '\r' {
+			return dCR, false, false
+		}
+	}
+	return dData, false, false
+}
+
 // maxRouted bounds the remembered source-routed recipients of a connection.
 const maxRouted = 64
 
@@ -142,45 +177,21 @@ func (s *streamScanner) toCmd() {
 func (s *streamScanner) feedData(p []byte) int {
 	for i := 0; i < len(p); i++ {
 		c := p[i]
-		switch s.dstate {
-		case dBeginLine:
-			switch c {
-			case '.':
-				s.dstate = dDot
-			case '\r':
-				s.dstate = dCR
-			default:
-				s.dstate = dData
-			}
-		case dDot:
-			if c == '\r' {
-				s.dstate = dDotCR
-			} else {
-				s.dstate = dData
-			}
-		case dDotCR:
-			if c == '\n' {
-				s.toCmd()
-				return i + 1
-			}
-			s.dstate = dData
-		case dCR:
-			if c == '\n' {
-				s.dstate = dBeginLine
-			} else {
-				s.dstate = dData
-			}
-		case dData:
-			if c == '\r' {
-				s.dstate = dCR
-				continue
-			}
+		if s.dstate == dData && c != '\r' {
+			// The common case: skip to the next CR.
 			j := bytes.IndexByte(p[i+1:], '\r')
 			if j < 0 {
 				return len(p)
 			}
 			i += j // the loop's i++ lands on the CR
+			continue
 		}
+		next, _, end := dataStep(s.dstate, c)
+		if end {
+			s.toCmd()
+			return i + 1
+		}
+		s.dstate = next
 	}
 	return len(p)
 }
